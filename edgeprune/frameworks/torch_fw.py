@@ -1,0 +1,108 @@
+"""PyTorch adapter. Inputs are channels-first: [N, 40, 500] features become [N, 1, 40, 500]."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgeprune.errors import EdgepruneError
+
+NAME = "torch"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def to_input(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x[:, None], dtype=np.float32))
+
+
+def predict_proba(model: torch.nn.Module, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Class probabilities [N, classes] in eval mode."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            out.append(F.softmax(model(to_input(x[i : i + batch_size])), dim=1).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+class Trainer:
+    """Adam + cross-entropy, one batch at a time (the shared loop drives it)."""
+
+    def __init__(self, model: torch.nn.Module, lr: float) -> None:
+        self.model = model
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(to_input(x)), torch.from_numpy(y))
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+
+def get_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Every parameter and buffer (BN running statistics included) as numpy, by state_dict name."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def set_weights(model: torch.nn.Module, weights: dict[str, np.ndarray], source: str = "weights") -> None:
+    """Load named arrays; any missing, extra or mis-shaped entry is one clear error."""
+    state = model.state_dict()
+    missing, extra = sorted(set(state) - set(weights)), sorted(set(weights) - set(state))
+    if missing or extra:
+        raise EdgepruneError(f"{source}: does not match the model (missing {missing[:5]}, unexpected {extra[:5]})")
+    for k, v in state.items():
+        if tuple(weights[k].shape) != tuple(v.shape):
+            raise EdgepruneError(f"{source}: '{k}' has shape {tuple(weights[k].shape)}; the model expects {tuple(v.shape)}")
+    model.load_state_dict({k: torch.from_numpy(np.asarray(weights[k])).to(v.dtype) for k, v in state.items()})
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Parameters plus BN running mean/var (as Keras counts them); num_batches_tracked is not a weight."""
+    n = sum(p.numel() for p in model.parameters())
+    return n + sum(b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var")))
+
+
+def layer_rows(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+    """One row per leaf module that ran: name, type, output shape, params and MACs (conv and linear)."""
+    rows: list[dict[str, Any]] = []
+    hooks = []
+
+    def hook(name):
+        def fn(mod, inp, out):
+            shape = tuple(out.shape[1:])
+            macs = 0
+            if isinstance(mod, torch.nn.Conv2d) or isinstance(mod, torch.nn.Conv1d):
+                macs = out.numel() // out.shape[0] * (mod.weight[0].numel())
+            elif isinstance(mod, torch.nn.Linear):
+                macs = out.numel() // out.shape[0] * mod.in_features
+            params = sum(p.numel() for p in mod.parameters(recurse=False))
+            params += sum(b.numel() for n, b in mod.named_buffers(recurse=False) if n.startswith("running_"))
+            rows.append({"name": name, "type": type(mod).__name__, "output": list(shape), "params": params, "macs": macs})
+        return fn
+
+    for name, mod in model.named_modules():
+        if name and not list(mod.children()):
+            hooks.append(mod.register_forward_hook(hook(name)))
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def input_shape(arch: dict[str, Any]) -> tuple[int, ...]:
+    return (1, arch["n_mels"], arch["n_frames"])
