@@ -25,7 +25,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import atomic_path
 
 SPLITS = ("train", "validation", "test")
-SYNTHETIC_VERSION = 1  # bump when the generator changes, so old caches are not reused
+SYNTHETIC_VERSION = 3  # bump when the generator changes, so old caches are not reused
 
 
 @dataclass
