@@ -59,3 +59,25 @@ def test_quick_baseline_lands_in_the_difficulty_window(tmp_path):
     print(f"quick torch baseline, seed 0: test accuracy {report['accuracy']:.4f}, log-loss {report['log_loss']:.4f}")
     assert report["accuracy"] > 0.1 + 0.2  # well above chance
     assert DIFFICULTY_WINDOW[0] <= report["accuracy"] <= DIFFICULTY_WINDOW[1]
+
+
+@pytest.mark.parametrize("temperature", [None, 4.0])
+def test_twins_compute_the_same_training_loss(temperature, rng):
+    """Plain and distillation losses agree across frameworks (dropout off, so both see the same network)."""
+    from edgeprune.frameworks import get_adapter
+    from edgeprune.models import arch_spec, build
+    from edgeprune.transfer import transfer_weights
+
+    from conftest import randomize
+
+    arch = arch_spec("dcase2021_baseline", dropout=0.0)
+    tm, km = build(arch, "torch"), build(arch, "keras")
+    randomize(tm)
+    transfer_weights(tm, km)
+    x = rng.normal(-3, 1.5, size=(4, 40, 500)).astype(np.float32)
+    y = np.array([0, 3, 3, 9])
+    teacher = rng.dirichlet(np.ones(10), size=4).astype(np.float32)
+    losses = [get_adapter(fw).Trainer(m, 1e-3, temperature=temperature).step(x, y, teacher)
+              for fw, m in (("torch", tm), ("keras", km))]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert losses[0] > 0

@@ -61,7 +61,7 @@ class SyntheticSpec:
     n_train: int = 1200
     n_validation: int = 300
     n_test: int = 600
-    difficulty: float = 0.55
+    difficulty: float = 0.3
 
     def key(self) -> str:
         return (

@@ -32,14 +32,39 @@ def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 128) -> n
 
 
 class Trainer:
-    """Adam + sparse cross-entropy, one batch at a time through Keras' compiled train step."""
+    """Adam + sparse cross-entropy, one batch at a time through Keras' compiled train step.
 
-    def __init__(self, model: keras.Model, lr: float) -> None:
+    With `temperature` set, the loss is alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE, as in the
+    PyTorch adapter. The Keras twins end in softmax, so logits are recovered as log-probabilities (softmax is
+    invariant to the constant this leaves), and the teacher's probabilities travel packed beside the label.
+    """
+
+    def __init__(self, model: keras.Model, lr: float, temperature: float | None = None, alpha: float = 0.5) -> None:
         self.model = model
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+        self.distill = temperature is not None
+        loss = _distill_loss(temperature, alpha) if self.distill else "sparse_categorical_crossentropy"
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float(self.model.train_on_batch(to_input(x), y))
+    def step(self, x: np.ndarray, y: np.ndarray, teacher_probs: np.ndarray | None = None) -> float:
+        target = y
+        if self.distill:
+            target = np.concatenate([y[:, None].astype(np.float32), teacher_probs.astype(np.float32)], axis=1)
+        return float(self.model.train_on_batch(to_input(x), target))
+
+
+def _distill_loss(t: float, alpha: float):
+    from keras import ops
+
+    def loss(packed, probs):
+        labels = ops.cast(packed[:, 0], "int32")
+        teacher = packed[:, 1:]
+        ce = keras.losses.sparse_categorical_crossentropy(labels, probs)
+        student_t = ops.log_softmax(ops.log(ops.maximum(probs, 1e-12)) / t, axis=1)
+        teacher_t = ops.log_softmax(ops.log(ops.maximum(teacher, 1e-12)) / t, axis=1)
+        kd = ops.sum(ops.exp(teacher_t) * (teacher_t - student_t), axis=1)
+        return alpha * t * t * kd + (1 - alpha) * ce
+
+    return loss
 
 
 def get_weights(model: keras.Model) -> dict[str, np.ndarray]:

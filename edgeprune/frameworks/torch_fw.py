@@ -35,16 +35,27 @@ def predict_proba(model: torch.nn.Module, x: np.ndarray, batch_size: int = 128) 
 
 
 class Trainer:
-    """Adam + cross-entropy, one batch at a time (the shared loop drives it)."""
+    """Adam + cross-entropy, one batch at a time (the shared loop drives it).
 
-    def __init__(self, model: torch.nn.Module, lr: float) -> None:
+    With `temperature` set, the loss is alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE, the teacher's
+    probabilities coming with each batch (Hinton et al.; T^2 keeps the gradient scale independent of T).
+    """
+
+    def __init__(self, model: torch.nn.Module, lr: float, temperature: float | None = None, alpha: float = 0.5) -> None:
         self.model = model
         self.opt = torch.optim.Adam(model.parameters(), lr=lr)
+        self.temperature, self.alpha = temperature, alpha
 
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+    def step(self, x: np.ndarray, y: np.ndarray, teacher_probs: np.ndarray | None = None) -> float:
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(to_input(x)), torch.from_numpy(y))
+        logits = self.model(to_input(x))
+        loss = F.cross_entropy(logits, torch.from_numpy(y))
+        if self.temperature is not None and teacher_probs is not None:
+            t = self.temperature
+            teacher_log = F.log_softmax(torch.log(torch.from_numpy(teacher_probs).clamp_min(1e-12)) / t, dim=1)
+            kd = F.kl_div(F.log_softmax(logits / t, dim=1), teacher_log, log_target=True, reduction="batchmean")
+            loss = self.alpha * t * t * kd + (1 - self.alpha) * loss
         loss.backward()
         self.opt.step()
         return float(loss.detach())

@@ -22,10 +22,16 @@ class TrainResult:
     samples_per_second: float = 0.0
 
 
-def fit(adapter, model, data: Dataset, profile: Profile, seed: int = 0, progress: bool = True) -> TrainResult:
-    """Train `model` in place; on return it holds the weights of the epoch with the best validation accuracy."""
+def fit(adapter, model, data: Dataset, profile: Profile, seed: int = 0, progress: bool = True,
+        teacher_probs: np.ndarray | None = None, temperature: float = 4.0, alpha: float = 0.5) -> TrainResult:
+    """Train `model` in place; on return it holds the weights of the epoch with the best validation accuracy.
+
+    With `teacher_probs` (the frozen teacher's probabilities on every training clip, in order), the loss adds
+    knowledge distillation at `temperature` with weight `alpha`.
+    """
     adapter.seed_everything(seed)
-    trainer = adapter.Trainer(model, profile.lr)
+    distill = teacher_probs is not None
+    trainer = adapter.Trainer(model, profile.lr, temperature=temperature if distill else None, alpha=alpha)
     rng = np.random.default_rng(seed)
     train, val = data["train"], data["validation"]
     best_acc, best_epoch, best_weights = -1.0, -1, None
@@ -37,7 +43,7 @@ def fit(adapter, model, data: Dataset, profile: Profile, seed: int = 0, progress
         start = time.perf_counter()
         with tqdm(batches, desc=f"epoch {epoch}/{profile.epochs}", disable=not progress, unit="batch", leave=False) as bar:
             for idx in bar:
-                losses.append(trainer.step(train.x[idx], train.y[idx]))
+                losses.append(trainer.step(train.x[idx], train.y[idx], teacher_probs[idx] if distill else None))
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         train_time += time.perf_counter() - start
         trained += len(train)

@@ -19,8 +19,10 @@ class Profile:
 
 
 PROFILES = {
-    "tiny": Profile("tiny", epochs=1, batch_size=32, lr=1e-3, synthetic=SyntheticSpec(n_train=100, n_validation=40, n_test=60)),
-    "quick": Profile("quick", epochs=6, batch_size=32, lr=1e-3, synthetic=SyntheticSpec()),
+    "tiny": Profile("tiny", epochs=1, batch_size=16, lr=1e-3, synthetic=SyntheticSpec(n_train=100, n_validation=40, n_test=60)),
+    # Batch 8: on 2 CPU cores it trains as many samples/s as batch 32 and gives four times the optimiser steps,
+    # which a six-epoch run needs.
+    "quick": Profile("quick", epochs=6, batch_size=8, lr=1e-3, synthetic=SyntheticSpec()),
     "full": Profile("full", epochs=30, batch_size=32, lr=1e-3,
                     synthetic=SyntheticSpec(n_train=5000, n_validation=1000, n_test=2000)),
 }

@@ -1,0 +1,1 @@
+"""Structured pruning: remove channels for real, producing a smaller model (not a mask)."""
