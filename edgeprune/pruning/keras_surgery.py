@@ -43,6 +43,10 @@ _PASS_THROUGH = (
     L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D,
     L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.RepeatVector,
 )
+# Raw keras.ops calls in a functional graph (`x + y` on Keras tensors is ops.add): element-wise ones are supported.
+_OPS_MERGE = {"Add", "Subtract", "Multiply", "TrueDivide", "Divide", "Maximum", "Minimum"}
+_OPS_ELEMENTWISE = {"ReLU", "Relu", "Relu6", "Sigmoid", "Tanh", "Silu", "Gelu", "LeakyRelu", "HardSigmoid", "HardSilu",
+                    "Elu", "Selu", "Softplus", "Softsign", "Exp", "Absolute", "Square", "Sqrt", "Negative", "Clip"}
 # Activations that normalise or split across the channel axis: removing a channel changes the others.
 _CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax", "glu", "sparsemax"}
 
@@ -93,8 +97,10 @@ def _classify(op: Any, node: Any) -> tuple[str, str]:
     unsupported = f"{tname} is not supported on a pruned channel path"
     if isinstance(op, L.InputLayer):
         return "input", ""
-    if not isinstance(op, L.Layer) or isinstance(op, keras.Model):
-        return "opaque", unsupported  # raw keras.ops calls and nested models
+    if not isinstance(op, L.Layer):
+        return _op_kind(op, node) or "opaque", unsupported
+    if isinstance(op, keras.Model):
+        return "opaque", unsupported  # nested model: its inner layers are not rebuilt
     if getattr(op, "data_format", "channels_last") != "channels_last":
         return "opaque", f"{tname} with data_format='{op.data_format}' is not supported (channels must be last)"
     if getattr(op, "quantization_mode", None):
@@ -142,6 +148,22 @@ def _classify(op: Any, node: Any) -> tuple[str, str]:
     return "opaque", unsupported
 
 
+def _op_kind(op: Any, node: Any) -> str | None:
+    """'merge' or 'pass' for an element-wise keras.ops call whose other arguments are scalars, else None."""
+    if not type(op).__module__.startswith(("keras.src.ops.", "keras.src.activations")):
+        return None
+    flat = keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+    # A constant array (e.g. a per-channel scale) would need slicing too: only scalars are safe.
+    if any(np.ndim(a) != 0 for a in flat if not isinstance(a, keras.KerasTensor) and a is not None):
+        return None
+    name = type(op).__name__
+    if name in _OPS_MERGE:
+        return "merge"
+    if name in _OPS_ELEMENTWISE and len(node.input_tensors) == 1:
+        return "pass"
+    return None
+
+
 def _is_broadcast(t: Any, tensors: Sequence[Any]) -> bool:
     """A one-channel input broadcast against wider ones (e.g. a spatial attention map): it carries no channels."""
     return t.shape[-1] == 1 and any((u.shape[-1] or 0) > 1 for u in tensors)
@@ -172,6 +194,9 @@ def _analyse(model: Any) -> _Graph:
         elif kind == "producer":
             producers[op.name] = op.units if isinstance(op, L.Dense) else op.filters
             out, via = frozenset({op.name}), False
+            act = _activation_name(getattr(op, "activation", None))
+            if act in _CHANNEL_MIXING_ACTIVATIONS:  # e.g. Dense(..., activation="softmax") inside the model
+                blocked[op.name] = f"its activation '{act}' mixes its output channels"
         elif kind in ("depthwise", "bn", "prelu", "pass", "flatten", "reshape"):
             out = o_in[0]
         elif kind == "merge":
@@ -179,6 +204,10 @@ def _analyse(model: Any) -> _Graph:
             out = frozenset().union(*live)
             if len(out) > 1:
                 meetings.append((op.name, out, via))
+            if out and any(not o for o in live):  # e.g. a skip connection straight from the model input
+                for p in out:
+                    blocked.setdefault(p, f"its channels meet channels that cannot be pruned (a model input's or an "
+                                          f"unsupported layer's) at '{op.name}'")
         elif kind == "concat":
             out, via = frozenset().union(*o_in), True
         else:  # opaque: whatever channels reach it can never be pruned
@@ -231,11 +260,11 @@ def _analyse(model: Any) -> _Graph:
 def channels_of(model: keras.Model) -> dict[str, int]:
     """Prunable producer layers -> output channel count, in topological order.
 
-    Left out: producers whose channels reach a model output (the classifier) and producers whose channels reach a
-    layer that cannot take pruned channels. Coupled producers are listed; see coupled_groups for their grouping.
+    Left out: producers whose channels reach a model output (the classifier) or a layer that cannot take pruned
+    channels, and one-channel producers (nothing to remove). Coupled producers are listed: see coupled_groups.
     """
     g = _analyse(model)
-    return {p: n for p, n in g.producers.items() if p not in g.fixed and p not in g.blocked}
+    return {p: n for p, n in g.producers.items() if p not in g.fixed and p not in g.blocked and n > 1}
 
 
 def coupled_groups(model: keras.Model, include_unprunable: bool = False) -> list[set[str]]:
@@ -295,7 +324,7 @@ def _validate(g: _Graph, keep: Mapping[str, Sequence[int]]) -> dict[str, np.ndar
     """The effective plan: producer -> sorted kept indices, only for producers that actually lose channels."""
     if not isinstance(keep, Mapping):
         raise EdgepruneError(f"keep must map layer names to channel indices, not {type(keep).__name__}")
-    prunable = [p for p in g.producers if p not in g.fixed and p not in g.blocked]
+    prunable = [p for p, n in g.producers.items() if p not in g.fixed and p not in g.blocked and n > 1]
     plan: dict[str, np.ndarray] = {}
     for name, idx in keep.items():
         if name not in g.layer_types:
@@ -375,9 +404,6 @@ def _plan_node(g: _Graph, node: Any, s_in: list[Any], out_idx: np.ndarray | None
 
     if kind == "producer":
         in_idx = s_in[0]
-        if out_idx is not None and _activation_name(getattr(op, "activation", None)) in _CHANNEL_MIXING_ACTIVATIONS:
-            raise EdgepruneError(f"could not prune {name} because its activation "
-                                 f"'{_activation_name(op.activation)}' mixes its output channels")
         parts = []
         if in_idx is not None:
             what = "input features" if isinstance(op, L.Dense) else "input channels"
@@ -457,7 +483,7 @@ def _plan_node(g: _Graph, node: Any, s_in: list[Any], out_idx: np.ndarray | None
 
 def _load_weights(op: Any, new_op: Any, change: _Change) -> None:
     """Copy op's weights into new_op, sliced per change.slicers (by variable name) when given."""
-    if not op.weights:
+    if not isinstance(op, L.Layer) or not op.weights:
         return
     if change.slicers is None:
         new_op.set_weights(op.get_weights())
