@@ -4,7 +4,9 @@
                        "weights_sha256": ..., plus free-form provenance: data, profile, training history}
     CKPT/weights.npz  every weight and statistic, by the framework's own names (state_dict keys, Keras paths)
 
-A pruned model is the same architecture with other widths in "args", so it saves and loads the same way.
+A pruned model keeps its parent's "arch" and adds "pruning": {"keep": {layer: [kept channel indices]}, ...};
+loading builds the parent architecture, replays the keep-lists with the same surgery, then loads the weights.
+That works for any model the surgery can prune, in either framework, and never pickles a module.
 """
 
 from __future__ import annotations
@@ -44,8 +46,12 @@ class Checkpoint:
 
 
 def save(path: Path, model: Any, framework: str, arch: dict[str, Any], classes: list[str],
-         extra: dict[str, Any] | None = None, force: bool = False) -> Path:
-    """Write a checkpoint folder atomically; refuses to replace an existing one unless `force`."""
+         extra: dict[str, Any] | None = None, force: bool = False, files: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint folder atomically; refuses to replace an existing one unless `force`.
+
+    `extra` is merged into the spec (training history, data provenance, and "pruning" for pruned models);
+    `files` are written beside it as JSON (e.g. the pruning table).
+    """
     import json
 
     adapter = get_adapter(framework)
@@ -56,6 +62,8 @@ def save(path: Path, model: Any, framework: str, arch: dict[str, Any], classes: 
                 "params": adapter.count_params(model), "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
                 **(extra or {})}
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        for name, content in (files or {}).items():
+            (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
     return path
 
 
@@ -94,14 +102,23 @@ def load(path: Path, framework: str | None = None) -> Checkpoint:
     saved_fw = spec["framework"]
     target = framework or saved_fw
     source = str(path / WEIGHTS_FILE)
-    if target == saved_fw:
-        model = build(spec["arch"], target)
-        get_adapter(target).set_weights(model, weights, source=source)
-    else:
+    model = _rebuild(spec, saved_fw)
+    get_adapter(saved_fw).set_weights(model, weights, source=source)
+    if target != saved_fw:
         from edgeprune.transfer import transfer_weights
 
-        src_model = build(spec["arch"], saved_fw)
-        get_adapter(saved_fw).set_weights(src_model, weights, source=source)
-        model = build(spec["arch"], target)
-        transfer_weights(src_model, model)
+        twin = _rebuild(spec, target)
+        transfer_weights(model, twin)
+        model = twin
     return Checkpoint(model, target, spec, path)
+
+
+def _rebuild(spec: dict[str, Any], framework: str) -> Any:
+    """The architecture of a checkpoint, pruned by its keep-lists when it has them (weights not loaded)."""
+    model = build(spec["arch"], framework)
+    keep = spec.get("pruning", {}).get("keep")
+    if keep:
+        from edgeprune.pruning.api import apply_keep
+
+        model, _ = apply_keep(model, framework, spec["arch"], keep)
+    return model

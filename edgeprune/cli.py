@@ -109,6 +109,112 @@ def cmd_features(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _layers(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from edgeprune import checkpoint
+    from edgeprune.fileio import refuse_overwrite
+    from edgeprune.pruning.run import calibration_set, score_checkpoint
+    from edgeprune.scoring import get_criterion
+    from edgeprune.tables import markdown_table
+    from edgeprune.training import run
+    from edgeprune.training.profiles import get_profile
+
+    out = Path(args.out)
+    refuse_overwrite(out, args.force)
+    entry = get_criterion(args.criterion)
+    ckpt = checkpoint.load(Path(args.checkpoint))
+    calib = calibration_set(run.data_for(args.data, get_profile(args.profile)), args.calib) if entry.needs_data else None
+    scores = score_checkpoint(ckpt, args.criterion, _layers(args.layers), calib)
+    rows = [{"layer": n, "channels": len(ls.scores), "rule_keeps": None if ls.keep is None else len(ls.keep),
+             "min": float(ls.scores.min()), "max": float(ls.scores.max())} for n, ls in scores.layers.items()]
+    print(markdown_table(rows, ["layer", "channels", "rule_keeps", "min", "max"]))
+    scores.save(out, force=args.force)
+    print(f"wrote {out} ({args.criterion}, {scores.record.get('seconds', 0):.3f} s)")
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    from edgeprune import checkpoint
+    from edgeprune.fileio import read_json, refuse_overwrite
+    from edgeprune.pruning.run import calibration_set, prune_checkpoint, score_checkpoint
+    from edgeprune.pruning.targets import Target, parse_budget
+    from edgeprune.scoring import Scores
+    from edgeprune.tables import markdown_table
+    from edgeprune.training import run
+    from edgeprune.training.profiles import get_profile
+
+    out = Path(args.out)
+    refuse_overwrite(out, args.force)
+    layer_ratios = {}
+    for item in args.layer_ratio or []:
+        name, _, value = item.partition("=")
+        try:
+            layer_ratios[name] = float(value)
+        except ValueError as exc:
+            raise EdgepruneError(f"--layer-ratio '{item}': expected LAYER=RATIO, e.g. conv2=0.3") from exc
+    chosen = [x for x in (args.keep, args.ratio, layer_ratios or None, args.rule or None, args.budget) if x is not None]
+    if len(chosen) != 1:
+        raise EdgepruneError("give exactly one target: --keep FILE, --ratio R, --layer-ratio L=R, --rule or --budget K=F")
+    keep = None
+    if args.keep:
+        raw = read_json(Path(args.keep), what="keep-list file ({layer: [indices]})")
+        if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+            raise EdgepruneError(f"{args.keep}: expected a JSON object {{layer: [channel indices to keep]}}")
+        keep = raw
+    target = Target(keep=keep, ratio=args.ratio, layer_ratios=layer_ratios, rule=args.rule,
+                    budget=parse_budget(args.budget) if args.budget else None, round_to=args.round_to)
+    ckpt = checkpoint.load(Path(args.checkpoint))
+    scores = None
+    if args.scores:
+        scores = Scores.load(Path(args.scores))
+    elif keep is None:
+        profile = get_profile(args.profile)
+        calib = None
+        if args.criterion == "activation_l1":
+            calib = calibration_set(run.data_for(args.data, profile), args.calib)
+        scores = score_checkpoint(ckpt, args.criterion, _layers(args.layers), calib)
+    result = prune_checkpoint(ckpt, target, scores, out, force=args.force)
+    print(markdown_table(result.table, ["layer", "type", "channels_before", "channels_after", "params_before",
+                                        "params_after", "macs_before", "macs_after", "criterion"]))
+    for note in result.notes:
+        print(f"note: {note}")
+    total = lambda key: sum(r[key] for r in result.table)  # noqa: E731
+    print(f"params {total('params_before'):,} -> {total('params_after'):,}, MACs {total('macs_before'):,} -> "
+          f"{total('macs_after'):,}; wrote {out} (table in {out / 'pruning.json'})")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from edgeprune import checkpoint
+    from edgeprune.fileio import refuse_overwrite
+    from edgeprune.pruning.run import finetune_checkpoint
+    from edgeprune.training import run
+    from edgeprune.training.profiles import get_profile
+
+    out = Path(args.out)
+    refuse_overwrite(out, args.force)
+    profile = get_profile(args.profile)
+    if args.epochs is not None:
+        from dataclasses import replace
+
+        if args.epochs < 1:
+            raise EdgepruneError(f"--epochs {args.epochs}: must be at least 1")
+        profile = replace(profile, epochs=args.epochs)
+    ckpt = checkpoint.load(Path(args.checkpoint))
+    teacher = None
+    if args.distill:
+        parent = args.teacher or ckpt.spec.get("pruning", {}).get("parent", {}).get("path")
+        if not parent:
+            raise EdgepruneError(f"{ckpt.path} records no parent model; give the teacher with --teacher CKPT")
+        teacher = checkpoint.load(Path(parent))
+    data = run.data_for(args.data, profile)
+    summary = finetune_checkpoint(ckpt, data, profile, out, teacher=teacher, temperature=args.temperature,
+                                  alpha=args.alpha, seed=args.seed, force=args.force)
+    print(f"saved {out}  (best epoch {summary['best_epoch']}, validation accuracy "
+          f"{summary['validation']['accuracy']:.3f})")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from edgeprune.demo import run_demo
 
@@ -143,6 +249,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--framework", choices=["torch", "keras"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("score", help="score the channels of a checkpoint's layers with a criterion")
+    p.add_argument("checkpoint")
+    p.add_argument("--criterion", default="passive", help="passive | l1 | l2 | activation_l1 (default passive)")
+    p.add_argument("--layers", help="comma-separated layer names (default: every conv layer)")
+    _add_data_args(p)
+    p.add_argument("--calib", type=int, default=200, help="calibration samples for data-driven criteria")
+    p.add_argument("--out", required=True, help="scores JSON")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("prune", help="remove channels for real; prints and saves a per-layer table")
+    p.add_argument("checkpoint")
+    p.add_argument("--scores", help="scores JSON from `edgeprune score` (else --criterion is run now)")
+    p.add_argument("--criterion", default="passive")
+    p.add_argument("--layers", help="comma-separated layers to score (default: every conv layer)")
+    p.add_argument("--keep", help="JSON {layer: [channel indices to keep]}")
+    p.add_argument("--ratio", type=float, help="fraction of channels to remove in every scored layer")
+    p.add_argument("--layer-ratio", action="append", metavar="LAYER=R", help="per-layer ratio (repeatable)")
+    p.add_argument("--rule", action="store_true", help="the criterion's own keep rule (passive)")
+    p.add_argument("--budget", help="params=F or macs=F: keep this fraction of the parent, within 1 %%")
+    p.add_argument("--round-to", type=int, default=1, help="keep channel counts a multiple of N")
+    _add_data_args(p)
+    p.add_argument("--calib", type=int, default=200)
+    p.add_argument("--out", required=True, help="pruned checkpoint folder")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("finetune", help="recover accuracy of a pruned checkpoint (optionally with distillation)")
+    p.add_argument("checkpoint")
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, help="override the profile's epochs")
+    p.add_argument("--distill", action="store_true", help="distil from the unpruned parent (or --teacher)")
+    p.add_argument("--teacher", help="teacher checkpoint (default: the pruned model's parent)")
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the distillation term")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=cmd_models)

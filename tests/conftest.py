@@ -33,3 +33,15 @@ def randomize(model) -> None:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def quick_baseline(tmp_path_factory):
+    """The quick-profile torch baseline, seed 0, trained once per session (minutes): (checkpoint path, data)."""
+    from edgeprune.training import run
+
+    profile = get_profile("quick")
+    data = data_for("synthetic", profile, progress=False)
+    path = tmp_path_factory.mktemp("quick") / "baseline"
+    run.train("dcase2021_baseline", "torch", data, profile, path, seed=0, progress=False)
+    return path, data

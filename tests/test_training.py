@@ -51,11 +51,9 @@ def test_evaluation_agrees_across_twins(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_baseline_lands_in_the_difficulty_window(tmp_path):
-    profile = get_profile("quick")
-    data = run.data_for("synthetic", profile, progress=False)
-    run.train("dcase2021_baseline", "torch", data, profile, tmp_path / "ck", seed=0, progress=False)
-    report = run.evaluate(checkpoint.load(tmp_path / "ck"), data)
+def test_quick_baseline_lands_in_the_difficulty_window(quick_baseline):
+    path, data = quick_baseline
+    report = run.evaluate(checkpoint.load(path), data)
     print(f"quick torch baseline, seed 0: test accuracy {report['accuracy']:.4f}, log-loss {report['log_loss']:.4f}")
     assert report["accuracy"] > 0.1 + 0.2  # well above chance
     assert DIFFICULTY_WINDOW[0] <= report["accuracy"] <= DIFFICULTY_WINDOW[1]

@@ -1,0 +1,162 @@
+"""From scores to keep-lists: how much of each layer stays.
+
+Targets: explicit keep-lists; one ratio for every scored layer; a ratio per layer; the criterion's own keep rule
+(passive); or a budget, a fraction of the parent's parameters or MACs to keep, met within a tolerance of one
+percentage point of the parent (e.g. params=0.5 gives 49-51 % of the parent's parameters).
+`round_to` keeps channel counts a multiple of N (SIMD widths). Ratios count channels removed, as Torch-Pruning's
+do; the per-layer table that `prune` prints shows what that means in parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.scoring import Scores, ranked_keep
+
+
+@dataclass
+class Target:
+    """What to prune to; exactly one of keep / ratio / layer_ratios / rule / budget is set."""
+
+    keep: dict[str, list[int]] | None = None
+    ratio: float | None = None
+    layer_ratios: dict[str, float] = field(default_factory=dict)
+    rule: bool = False
+    budget: tuple[str, float] | None = None  # ("params" | "macs", fraction of the parent to keep)
+    round_to: int = 1
+    tolerance: float = 0.01
+
+    def describe(self) -> str:
+        if self.keep is not None:
+            return "explicit keep-lists"
+        if self.ratio is not None:
+            return f"ratio {self.ratio} per layer"
+        if self.layer_ratios:
+            return "per-layer ratios " + ", ".join(f"{k}={v}" for k, v in self.layer_ratios.items())
+        if self.rule:
+            return "the criterion's own keep rule"
+        return f"budget {self.budget[0]}={self.budget[1]}"
+
+
+def _check_ratio(r: float, where: str) -> float:
+    if not 0 <= r < 1:
+        raise EdgepruneError(f"{where}: ratio {r} is outside [0, 1)")
+    return float(r)
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    """'params=0.5' or 'macs=0.6' -> (kind, fraction kept)."""
+    kind, _, value = text.partition("=")
+    if kind not in ("params", "macs") or not value:
+        raise EdgepruneError(f"budget '{text}': expected params=F or macs=F with F the fraction to keep, e.g. params=0.6")
+    try:
+        fraction = float(value)
+    except ValueError as exc:
+        raise EdgepruneError(f"budget '{text}': '{value}' is not a number") from exc
+    if not 0 < fraction < 1:
+        raise EdgepruneError(f"budget '{text}': the fraction to keep must be in (0, 1)")
+    return kind, fraction
+
+
+def _round_keep(keep: list[int], order: np.ndarray, channels: int, round_to: int) -> list[int]:
+    """Grow a keep-list to a multiple of round_to with the next-best channels (order: best first)."""
+    want = min(channels, int(np.ceil(len(keep) / round_to) * round_to))
+    extra = [int(i) for i in order if int(i) not in set(keep)][: want - len(keep)]
+    return sorted(keep + extra)
+
+
+def resolve(target: Target, scores: Scores | None, channels: dict[str, int],
+            measure: Callable[[dict[str, list[int]]], dict[str, float]] | None = None) -> dict[str, list[int]]:
+    """Keep-lists per layer for `target`. `measure(keep)` -> {"params", "macs"} is needed for budgets."""
+    if target.keep is not None:
+        for layer, keep in target.keep.items():
+            if layer not in channels:
+                raise EdgepruneError(f"layer '{layer}' not found; prunable layers: {', '.join(channels)}")
+        return {k: sorted(int(i) for i in v) for k, v in target.keep.items()}
+    if scores is None:
+        raise EdgepruneError(f"pruning to {target.describe()} needs scores (--scores FILE or --criterion NAME)")
+    for layer in scores.layers:
+        if layer not in channels:
+            raise EdgepruneError(f"scores name layer '{layer}', which the model does not have ({', '.join(channels)})")
+    if target.rule:
+        missing = [n for n, s in scores.layers.items() if s.keep is None]
+        if missing:
+            raise EdgepruneError(f"criterion '{scores.criterion}' has no keep rule of its own; give --ratio or --budget")
+        return {n: _round_keep(list(s.keep), np.argsort(-s.scores, kind="stable"), len(s.scores), target.round_to)
+                for n, s in scores.layers.items()}
+    if target.ratio is not None or target.layer_ratios:
+        for layer in target.layer_ratios:
+            if layer not in scores.layers:
+                raise EdgepruneError(f"layer '{layer}' has no scores; scored layers: {', '.join(scores.layers)}")
+        out = {}
+        for name, s in scores.layers.items():
+            r = target.layer_ratios.get(name, target.ratio)
+            if r is None:
+                continue
+            out[name] = ranked_keep(s.scores, _check_ratio(r, name), target.round_to)
+        return out
+    if target.budget is not None:
+        if measure is None:
+            raise EdgepruneError("a budget target needs a way to measure the pruned model")
+        return _meet_budget(target, scores, measure)
+    raise EdgepruneError("no pruning target: give --ratio, --layer-ratio, --rule, --keep or --budget")
+
+
+def _top(scores: np.ndarray, k: int) -> list[int]:
+    return sorted(int(i) for i in np.argsort(-scores, kind="stable")[:k])
+
+
+def _meet_budget(target: Target, scores: Scores, measure) -> dict[str, list[int]]:
+    """Per-layer counts (best channels by score) whose params or MACs are within `tolerance` (absolute, as a
+    fraction of the parent) of the budget: a uniform ratio by bisection, then a local search over +-1 moves."""
+    kind, fraction = target.budget
+    sizes = {n: len(s.scores) for n, s in scores.layers.items()}
+    cache: dict[tuple[int, ...], float] = {}
+
+    def value(counts: tuple[int, ...]) -> float:
+        if counts not in cache:
+            keep = {n: _top(scores.layers[n].scores, c) for n, c in zip(sizes, counts)}
+            cache[counts] = measure(keep)[kind]
+        return cache[counts]
+
+    full = value(tuple(sizes.values()))
+    goal, band = fraction * full, target.tolerance * full
+    floor = value(tuple(1 for _ in sizes))
+    if floor > goal + band:
+        raise EdgepruneError(
+            f"budget {kind}={fraction} cannot be met: one channel per scored layer still leaves "
+            f"{floor / full:.1%} of the {kind}; score more layers or ask for less"
+        )
+
+    def uniform(r: float) -> tuple[int, ...]:
+        return tuple(max(1, int(round(c * (1 - r)))) for c in sizes.values())
+
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if value(uniform(mid)) >= goal else (lo, mid)
+    best = uniform(lo)
+    n = len(sizes)
+    moves = [tuple(d if j == i else 0 for j in range(n)) for i in range(n) for d in (-1, 1)]
+    moves += [tuple(1 if j == i else -1 if j == k else 0 for j in range(n)) for i in range(n) for k in range(n) if i != k]
+    while abs(value(best) - goal) > band:
+        options = [tuple(c + d for c, d in zip(best, m)) for m in moves]
+        options = [o for o in options if all(1 <= c <= s for c, s in zip(o, sizes.values()))]
+        nxt = min(options, key=lambda o: abs(value(o) - goal), default=best)
+        if abs(value(nxt) - goal) >= abs(value(best) - goal):
+            break
+        best = nxt
+    if abs(value(best) - goal) > band:
+        raise EdgepruneError(
+            f"budget {kind}={fraction} cannot be met within {target.tolerance:.0%}: the closest is "
+            f"{value(best) / full:.2%} of the parent; add a finer-grained layer (e.g. a dense layer) to the scores"
+        )
+    keep = {name: _top(scores.layers[name].scores, c) for name, c in zip(sizes, best)}
+    if target.round_to > 1:
+        keep = {name: _round_keep(k, np.argsort(-scores.layers[name].scores, kind="stable"), sizes[name], target.round_to)
+                for name, k in keep.items()}
+    return keep
