@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install bench-host clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Host-side figures for benchmarks/results/ (each file records its command and machine).
+bench-host: $(STAMP)
+	$(BIN)/python -m edgeprune.training.throughput --out benchmarks/results/training_throughput
+	$(BIN)/python -m edgeprune.pruning.timing --out benchmarks/results/passive_pruning_time
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

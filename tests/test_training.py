@@ -79,3 +79,16 @@ def test_twins_compute_the_same_training_loss(temperature, rng):
               for fw, m in (("torch", tm), ("keras", km))]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     assert losses[0] > 0
+
+
+def test_keras_twin_starts_from_the_torch_twins_seeded_initial_weights(rng):
+    from edgeprune.frameworks import get_adapter
+    from edgeprune.models import arch_spec, build
+
+    arch = arch_spec("dcase2021_baseline")
+    keras_model = run._initial_model(arch, "keras", seed=3)
+    get_adapter("torch").seed_everything(3)
+    torch_model = build(arch, "torch")
+    x = rng.normal(-3, 1.5, size=(2, 40, 500)).astype(np.float32)
+    diff = get_adapter("keras").predict_proba(keras_model, x) - get_adapter("torch").predict_proba(torch_model, x)
+    assert np.abs(diff).max() < 1e-5

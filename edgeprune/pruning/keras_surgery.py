@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.pruning.keep import validate_indices
 
 L = keras.layers
 
@@ -299,27 +300,6 @@ def _nested_owner(fn: Any, name: str) -> str | None:
     return next((op.name for op in fn.operations if isinstance(op, keras.Model) and contains(op)), None)
 
 
-def _indices(name: str, idx: Any, n: int) -> np.ndarray:
-    """Validated, sorted channel indices for a producer with n output channels."""
-    try:
-        arr = np.asarray(list(idx))
-    except TypeError:
-        raise EdgepruneError(f"keep list for '{name}' must be a sequence of channel indices, "
-                             f"not {type(idx).__name__}") from None
-    if arr.size == 0:
-        raise EdgepruneError(f"keep list for '{name}' is empty: at least one channel must stay")
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise EdgepruneError(f"keep list for '{name}' must hold integer channel indices, got {list(idx)[:5]}")
-    bad = arr[(arr < 0) | (arr >= n)]
-    if bad.size:
-        raise EdgepruneError(f"keep index {int(bad[0])} for '{name}' is out of range: it has {n} output channels "
-                             f"(0-{n - 1})")
-    uniq, counts = np.unique(arr, return_counts=True)
-    if (counts > 1).any():
-        raise EdgepruneError(f"keep list for '{name}' repeats index {int(uniq[counts > 1][0])}")
-    return uniq.astype(np.int64)
-
-
 def _validate(g: _Graph, keep: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
     """The effective plan: producer -> sorted kept indices, only for producers that actually lose channels."""
     if not isinstance(keep, Mapping):
@@ -342,7 +322,7 @@ def _validate(g: _Graph, keep: Mapping[str, Sequence[int]]) -> dict[str, np.ndar
         if name in g.blocked:
             raise EdgepruneError(f"could not prune {name} because {g.blocked[name]}")
         n = g.producers[name]
-        arr = _indices(name, idx, n)
+        arr = validate_indices(name, idx, n)
         if len(arr) < n:  # keeping every channel is no change
             plan[name] = arr
 

@@ -26,6 +26,7 @@ import torch_pruning as tp
 from torch_pruning import ops as tp_ops
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.pruning.keep import validate_indices
 from edgeprune.frameworks.torch_fw import count_params
 
 # Layers a keep list may name (their output channels are the pruning unit).
@@ -224,25 +225,6 @@ def _listing(names: Sequence[str], limit: int = 20) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def _indices(name: str, idx: Any, n: int) -> np.ndarray:
-    """Validated, sorted channel indices for a layer with n output channels."""
-    if isinstance(idx, (str, bytes)) or not hasattr(idx, "__iter__"):
-        raise EdgepruneError(f"keep list for '{name}' must be a sequence of channel indices, not {type(idx).__name__}")
-    arr = np.asarray(list(idx))
-    if arr.size == 0:
-        raise EdgepruneError(f"keep list for '{name}' is empty: at least one channel must stay")
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise EdgepruneError(f"keep list for '{name}' must hold integer channel indices, got {list(idx)[:5]}")
-    bad = arr[(arr < 0) | (arr >= n)]
-    if bad.size:
-        raise EdgepruneError(f"keep index {int(bad[0])} for '{name}' is out of range: it has {n} output channels "
-                             f"(0-{n - 1})")
-    uniq, counts = np.unique(arr, return_counts=True)
-    if (counts > 1).any():
-        raise EdgepruneError(f"keep list for '{name}' repeats index {int(uniq[counts > 1][0])}")
-    return uniq.astype(np.int64)
-
-
 def _validate(a: _Analysis, keep: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
     """The effective plan: layer -> sorted kept indices, in named_modules order, only for layers that change."""
     if not isinstance(keep, Mapping):
@@ -270,7 +252,7 @@ def _validate(a: _Analysis, keep: Mapping[str, Sequence[int]]) -> dict[str, np.n
             raise EdgepruneError(f"could not prune {name} because it produces the model's output")
         if root.blocked is not None:
             raise EdgepruneError(f"could not prune {name} because {root.blocked}")
-        requested[name] = _indices(name, idx, root.channels)
+        requested[name] = validate_indices(name, idx, root.channels)
 
     # Coupled layers named together must agree channel for channel (through concat offsets where there are any).
     for name, kept in requested.items():

@@ -12,7 +12,7 @@ from edgeprune.data.datasets import Dataset, load_dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import refuse_overwrite
 from edgeprune.frameworks import get_adapter
-from edgeprune.models import arch_spec, build
+from edgeprune.models import arch_spec, build, get_entry
 from edgeprune.training.loop import fit
 from edgeprune.training.metrics import classification_report
 from edgeprune.training.profiles import Profile
@@ -38,7 +38,7 @@ def train(model_name: str, framework: str, data: Dataset, profile: Profile, out:
     _check_classes(data, arch)
     adapter = get_adapter(framework)
     adapter.seed_everything(seed)
-    model = build(arch, framework)
+    model = _initial_model(arch, framework, seed)
     result = fit(adapter, model, data, profile, seed=seed, progress=progress)
     val = classification_report(adapter.predict_proba(model, data["validation"].x), data["validation"].y, data.classes)
     summary = {
@@ -49,6 +49,19 @@ def train(model_name: str, framework: str, data: Dataset, profile: Profile, out:
     }
     checkpoint.save(out, model, framework, arch, data.classes, extra={"training": summary}, force=force)
     return summary
+
+
+def _initial_model(arch: dict[str, Any], framework: str, seed: int) -> Any:
+    """A fresh model; a Keras twin starts from the PyTorch twin's seeded initial weights, so the two differ only
+    in framework numerics (Keras' Glorot initialisation trains this baseline markedly slower in a quick run)."""
+    model = build(arch, framework)
+    if framework == "keras" and "torch" in get_entry(arch["model"]).builders:
+        from edgeprune.transfer import transfer_weights
+
+        torch_adapter = get_adapter("torch")
+        torch_adapter.seed_everything(seed)
+        transfer_weights(build(arch, "torch"), model)
+    return model
 
 
 def evaluate(ckpt: checkpoint.Checkpoint, data: Dataset, split: str = "test") -> dict[str, Any]:

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.fileio import write_json
 from edgeprune.frameworks import get_adapter
 from edgeprune.models import arch_spec, build
-from edgeprune.tables import markdown_table
-from edgeprune.training.run import machine_description
+from edgeprune.results import write_result
 
 
 def measure(framework: str, batch_size: int = 32, steps: int = 10, rounds: int = 3, warmup: int = 3) -> dict:
@@ -58,16 +56,10 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(torch.get_num_threads())
     rows = [measure(fw, steps=args.steps, rounds=args.rounds) for fw in ("torch", "keras")]
-    machine = machine_description()
-    command = "python -m edgeprune.training.throughput " + " ".join(argv or [])
-    out = Path(args.out)
-    write_json(out.with_suffix(".json"), {"command": command.strip(), "machine": machine, "rows": rows}, force=True)
-    table = markdown_table(rows, ["framework", "batch_size", "train_samples_per_s", "train_spread", "infer_samples_per_s"])
-    text = (f"# DCASE 2021 1a baseline: training throughput per twin\n\nMachine: {machine['cpu']}, {machine['cores']} "
-            f"cores, {machine['os']}, Python {machine['python']}.\nCommand: `{command.strip()}` (median of "
-            f"{args.rounds} rounds of {args.steps} steps; spread = min and max round).\n\n{table}\n")
-    out.with_suffix(".md").write_text(text)
-    print(text)
+    command = ("python -m edgeprune.training.throughput " + " ".join(argv or [])).strip()
+    print(write_result(Path(args.out), "DCASE 2021 1a baseline: training throughput per twin", command,
+                       f"median of {args.rounds} rounds of {args.steps} steps; spread = min and max round", rows,
+                       ["framework", "batch_size", "train_samples_per_s", "train_spread", "infer_samples_per_s"]))
 
 
 if __name__ == "__main__":
