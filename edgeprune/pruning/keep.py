@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -26,3 +26,12 @@ def validate_indices(name: str, idx: Any, n: int) -> np.ndarray:
     if (counts > 1).any():
         raise EdgepruneError(f"keep list for '{name}' repeats index {int(uniq[counts > 1][0])}")
     return uniq.astype(np.int64)
+
+
+def listing(names: Sequence[str], limit: int = 20) -> str:
+    """Names for an error message, shortened past `limit`."""
+    names = list(names)
+    if not names:
+        return "none"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

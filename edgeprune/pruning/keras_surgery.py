@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.pruning.keep import validate_indices
+from edgeprune.pruning.keep import listing, validate_indices
 
 L = keras.layers
 
@@ -285,14 +285,6 @@ def coupled_groups(model: keras.Model, include_unprunable: bool = False) -> list
 # Validation of the keep request.
 
 
-def _listing(names: Sequence[str], limit: int = 20) -> str:
-    names = list(names)
-    if not names:
-        return "none"
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def _nested_owner(fn: Any, name: str) -> str | None:
     """The top-level nested model that contains a layer called `name`, if any (for a clearer error)."""
     def contains(m: Any) -> bool:
@@ -312,10 +304,10 @@ def _validate(g: _Graph, keep: Mapping[str, Sequence[int]]) -> dict[str, np.ndar
             if owner is not None:
                 raise EdgepruneError(f"layer '{name}' is inside the nested model '{owner}'; only top-level layers "
                                      "can be pruned (rebuild the model without nesting)")
-            raise EdgepruneError(f"layer '{name}' not found; prunable layers: {_listing(prunable)}")
+            raise EdgepruneError(f"layer '{name}' not found; prunable layers: {listing(prunable)}")
         if name not in g.producers:
             raise EdgepruneError(f"layer '{name}' ({g.layer_types[name]}) does not produce prunable channels "
-                                 f"(its channels, if any, follow its input); prunable layers: {_listing(prunable)}")
+                                 f"(its channels, if any, follow its input); prunable layers: {listing(prunable)}")
         if name in g.fixed:
             raise EdgepruneError(f"could not prune {name} because its channels reach the model output "
                                  f"'{g.fixed[name]}', whose width must not change")
@@ -339,8 +331,8 @@ def _validate(g: _Graph, keep: Mapping[str, Sequence[int]]) -> dict[str, np.ndar
             said = ", ".join(f"{m} keeps all {g.producers[m]}" if x is None else
                              f"{m} keeps {len(x)} of {g.producers[m]}" for m, x in zip(members, lists))
             raise EdgepruneError(
-                f"could not prune {first} because its output meets {_listing([m for m in members if m != first])} "
-                f"at {_listing(meets, 5)} and their keep lists differ ({said}); give every layer of the coupled "
+                f"could not prune {first} because its output meets {listing([m for m in members if m != first])} "
+                f"at {listing(meets, 5)} and their keep lists differ ({said}); give every layer of the coupled "
                 f"group [{', '.join(members)}] the same keep list (see coupled_groups)")
     return plan
 
@@ -369,7 +361,7 @@ def _full(s: Any, n: int) -> np.ndarray:
 
 
 def _sources(g: _Graph, tensors: Sequence[Any]) -> str:
-    return _listing(sorted(frozenset().union(*(g.origins.get(id(t), frozenset()) for t in tensors))), 8)
+    return listing(sorted(frozenset().union(*(g.origins.get(id(t), frozenset()) for t in tensors))), 8)
 
 
 def _plan_node(g: _Graph, node: Any, s_in: list[Any], out_idx: np.ndarray | None) -> _Change:

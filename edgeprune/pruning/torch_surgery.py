@@ -26,7 +26,7 @@ import torch_pruning as tp
 from torch_pruning import ops as tp_ops
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.pruning.keep import validate_indices
+from edgeprune.pruning.keep import listing, validate_indices
 from edgeprune.frameworks.torch_fw import count_params
 
 # Layers a keep list may name (their output channels are the pruning unit).
@@ -217,14 +217,6 @@ def coupled_groups(model: nn.Module, example_inputs: Any, include_unprunable: bo
 # Validation of the keep request.
 
 
-def _listing(names: Sequence[str], limit: int = 20) -> str:
-    names = list(names)
-    if not names:
-        return "none"
-    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def _validate(a: _Analysis, keep: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
     """The effective plan: layer -> sorted kept indices, in named_modules order, only for layers that change."""
     if not isinstance(keep, Mapping):
@@ -233,7 +225,7 @@ def _validate(a: _Analysis, keep: Mapping[str, Sequence[int]]) -> dict[str, np.n
     for name, idx in keep.items():
         m = a.modules.get(name) if isinstance(name, str) and name else None
         if m is None:
-            raise EdgepruneError(f"layer '{name}' not found; prunable layers: {_listing(_prunable(a))}")
+            raise EdgepruneError(f"layer '{name}' not found; prunable layers: {listing(_prunable(a))}")
         kind = type(m).__name__
         if _is_depthwise(m):
             raise EdgepruneError(f"could not prune {name} because a depthwise conv's channels follow its input; "
@@ -243,7 +235,7 @@ def _validate(a: _Analysis, keep: Mapping[str, Sequence[int]]) -> dict[str, np.n
                                  "channel groups cannot be sliced exactly")
         if not isinstance(m, ROOT_TYPES):
             raise EdgepruneError(f"layer '{name}' ({kind}) is not a Conv1d, Conv2d or Linear, so it has no output "
-                                 f"channels of its own to prune; prunable layers: {_listing(_prunable(a))}")
+                                 f"channels of its own to prune; prunable layers: {listing(_prunable(a))}")
         root = a.roots.get(name)
         if root is None:
             raise EdgepruneError(f"could not prune {name} because it does not run when the model is called on the "
@@ -263,7 +255,7 @@ def _validate(a: _Analysis, keep: Mapping[str, Sequence[int]]) -> dict[str, np.n
             theirs = set(requested[other].tolist())
             own = set(kept.tolist())
             if any((i in own) != (j in theirs) for i, j in pairs):
-                how = _listing(root.meets, 3) if root.meets else "a shared consumer"
+                how = listing(root.meets, 3) if root.meets else "a shared consumer"
                 group = sorted({name, *root.members}, key=list(a.roots).index)
                 raise EdgepruneError(
                     f"could not prune {name} because it is coupled with {other} ({how}) and their keep lists differ "
@@ -324,7 +316,7 @@ def prune_torch(model: nn.Module, keep: Mapping[str, Sequence[int]], example_inp
                 gone = set(pos)
                 alive[other] = [o for p, o in enumerate(alive[other]) if p not in gone]
 
-        how = _listing(root.meets, 3) if root.meets else "coupled"
+        how = listing(root.meets, 3) if root.meets else "coupled"
         notes.append(f"{name}: keeps {len(alive[name])} of {root.channels} output channels")
         for other in sorted(removed, key=list(a.modules).index):
             if other == name:
@@ -339,7 +331,7 @@ def prune_torch(model: nn.Module, keep: Mapping[str, Sequence[int]], example_inp
                 kind = "depthwise conv" if _is_depthwise(a.modules[other]) else type(a.modules[other]).__name__
                 notes.append(f"{other}: {kind}, follows {name}: keeps {_out_channels(a.modules[other])} channels")
         if root.unwrapped:
-            notes.append(f"{name}: also sliced the bare parameter(s) {_listing(root.unwrapped, 5)} along their last "
+            notes.append(f"{name}: also sliced the bare parameter(s) {listing(root.unwrapped, 5)} along their last "
                          "non-singleton dimension (Torch-Pruning's rule for parameters outside a layer)")
 
     pruned.train(model.training)  # tracing put the copy in eval mode
@@ -359,14 +351,14 @@ def _check_runs(pruned: nn.Module, example_inputs: Any, shapes: list[tuple[int, 
         with torch.no_grad():
             out = _call(pruned, example_inputs)
     except Exception as e:  # noqa: BLE001
-        raise EdgepruneError(f"could not prune {_listing(names, 5)} because the pruned model fails on the example "
+        raise EdgepruneError(f"could not prune {listing(names, 5)} because the pruned model fails on the example "
                              f"inputs ({type(e).__name__}: {e}); some op between them and their consumers is not "
                              "understood by Torch-Pruning") from e
     finally:
         pruned.train(training)
     got = [tuple(t.shape) for t in tp.utils.flatten_as_list(out) if isinstance(t, torch.Tensor)]
     if got != shapes:
-        raise EdgepruneError(f"could not prune {_listing(names, 5)} because the pruned model's outputs have shapes "
+        raise EdgepruneError(f"could not prune {listing(names, 5)} because the pruned model's outputs have shapes "
                              f"{got}, not {shapes}")
 
 
@@ -423,7 +415,7 @@ class ScoreImportance(tp.importance.Importance):
             if self.missing == "skip":
                 return None  # BasePruner leaves a group without importance alone
             root = dg._module2name.get(root_item.dep.target.module, "?")
-            scored = _listing(sorted(self.scores))
+            scored = listing(sorted(self.scores))
             raise EdgepruneError(f"no scores for the group of '{root}' (scored layers: {scored}); score it, or put "
                                  "it in ignored_layers")
         return torch.as_tensor(total / count, dtype=torch.float32)
