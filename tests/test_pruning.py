@@ -104,3 +104,15 @@ def test_bad_pruning_requests_write_nothing(parent, tmp_path, capsys, argv, frag
     assert main(["prune", str(parent), "--criterion", "l1", *argv, "--out", str(tmp_path / "x")]) == 2
     assert fragment in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_keras_checkpoint_prunes_and_finetunes_through_the_cli(tmp_path, tiny_data):
+    from edgeprune.training import run
+    from edgeprune.training.profiles import get_profile
+
+    run.train("dcase2021_baseline", "keras", tiny_data, get_profile("tiny"), tmp_path / "k", progress=False)
+    assert main(["prune", str(tmp_path / "k"), "--criterion", "passive", "--rule", "--out", str(tmp_path / "kp")]) == 0
+    assert main(["finetune", str(tmp_path / "kp"), "--profile", "tiny", "--distill", "--out", str(tmp_path / "kf")]) == 0
+    loaded = checkpoint.load(tmp_path / "kf")
+    assert loaded.framework == "keras"
+    assert get_adapter("keras").count_params(loaded.model) == loaded.spec["pruning"]["params"] < 46_246
