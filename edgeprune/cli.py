@@ -306,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_features)
 
+    from edgeprune.export.cli import add_export_parser
+
+    add_export_parser(sub)
+
     p = sub.add_parser("demo", help="the main job on the built-in synthetic scenes, ending in a results table")
     p.add_argument("--out", default="runs/demo")
     _add_data_args(p)

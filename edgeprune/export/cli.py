@@ -1,0 +1,116 @@
+"""`edgeprune export`: the CLI front of edgeprune.export.export.
+
+Hook it into edgeprune/cli.py's build_parser (before `return parser`):
+
+    from edgeprune.export.cli import add_export_parser
+    add_export_parser(sub)
+
+or run it alone: `python -m edgeprune.export.cli CKPT ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgeprune.errors import EdgepruneError
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("export", help="export a checkpoint to ONNX / TFLite at fp32, fp16, dynamic, int8, "
+                                             "each artifact checked against the source model")
+    _add_arguments(p)
+    p.set_defaults(func=cmd_export)
+    return p
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint")
+    p.add_argument("--format", default="tflite,onnx", help="comma-separated: tflite, onnx (default both)")
+    p.add_argument("--quant", default="all",
+                   help="comma-separated: fp32, fp16, dynamic (int8 weights; the seed's uint8), int8 (full integer) "
+                        "or all (default)")
+    p.add_argument("--calib", type=int, default=200, help="calibration samples: the first N of the training split")
+    p.add_argument("--eval", type=int, default=200, help="parity samples: the first N of the test split")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (generated, cached) or a folder with X_train.npy, Y_train.npy, X_test.npy, ...")
+    p.add_argument("--profile", default="quick", help="tiny | quick | full (data size for synthetic data)")
+    p.add_argument("--framework", choices=["torch", "keras"],
+                   help="export this twin (default: the checkpoint's; weights transfer exactly)")
+    p.add_argument("--float-io", action="store_true", help="full-integer int8 with float32 input/output")
+    p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
+                   help="parity threshold, e.g. fp32_cosine=0.9999, fp16_cosine=0.999, int8_top1=0.95, dynamic_top1=0.95")
+    p.add_argument("--threads", type=int, default=1, help="LiteRT / onnxruntime threads for the parity runs")
+    p.add_argument("--out", default="export", help="bundles go to OUT/NAME (default export/)")
+    p.add_argument("--name", help="bundle name (default: the checkpoint folder's name)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+
+
+def _thresholds(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise EdgepruneError(f"--threshold {item!r}: expected KEY=NUMBER, e.g. int8_top1=0.95") from None
+        if not sep:
+            raise EdgepruneError(f"--threshold {item!r}: expected KEY=NUMBER")
+    return out
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from edgeprune.checkpoint import read_spec
+    from edgeprune.export import export
+    from edgeprune.export.manifest import TABLE_COLUMNS, table_rows
+    from edgeprune.fileio import refuse_overwrite
+    from edgeprune.tables import markdown_table
+    from edgeprune.training import run
+    from edgeprune.training.profiles import get_profile
+
+    ckpt_path = Path(args.checkpoint)
+    spec = read_spec(ckpt_path)
+    name = args.name or ckpt_path.resolve().name
+    refuse_overwrite(Path(args.out) / name, args.force)  # before loading data
+    if args.calib < 1 or args.eval < 1:
+        raise EdgepruneError("--calib and --eval must be at least 1")
+    data = run.data_for(args.data, get_profile(args.profile))
+    if len(data.classes) != len(spec["classes"]):
+        raise EdgepruneError(f"data '{args.data}' has {len(data.classes)} classes; {ckpt_path} has {len(spec['classes'])}")
+    train, test = data["train"], data["test"]
+    calib = train.x[: args.calib]
+    if len(calib) < args.calib:
+        print(f"[export] note: the training split has {len(calib)} clips; calibrating on all of them", flush=True)
+    try:
+        manifest = export(ckpt_path, args.out, formats=args.format, quant=args.quant, calib=calib,
+                          eval_x=test.x[: args.eval], eval_y=test.y[: args.eval], int8_io=not args.float_io,
+                          thresholds=_thresholds(args.threshold), force=args.force, progress=True, name=args.name,
+                          framework=args.framework, num_threads=args.threads)
+    except EdgepruneError as exc:
+        manifest = getattr(exc, "manifest", None)
+        if manifest is not None:
+            print(markdown_table(table_rows(manifest), TABLE_COLUMNS))
+        raise
+    print(markdown_table(table_rows(manifest), TABLE_COLUMNS))
+    print(f"wrote {Path(args.out) / manifest['name']} ({manifest['seconds']['total']:.1f} s)")
+
+
+def cli_export(argv: list[str]) -> int:
+    """Standalone entry point with the main CLI's error convention (one line on stderr, exit status 2)."""
+    parser = argparse.ArgumentParser(prog="edgeprune export")
+    parser.add_argument("--debug", action="store_true")
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cmd_export(args)
+    except EdgepruneError as exc:
+        if args.debug:
+            raise
+        print(f"edgeprune: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_export(sys.argv[1:]))
