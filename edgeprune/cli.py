@@ -218,7 +218,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from edgeprune.demo import run_demo
 
-    run_demo(Path(args.out), profile_name=args.profile, data_source=args.data)
+    run_demo(Path(args.out), profile_name=args.profile, data_source=args.data, devices=args.devices, force=args.force)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,8 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
 
-    p = sub.add_parser("demo", help="the main job on the built-in synthetic scenes, ending in a results table")
+    from edgeprune.reproduce.cli import add_reproduce_parser
+
+    add_reproduce_parser(sub)
+
+    p = sub.add_parser("demo", help="the headline job (the DCASE quantization table, quick profile) on the built-in data")
     p.add_argument("--out", default="runs/demo")
+    p.add_argument("--devices", default="desktop", help="benchmark targets (default desktop)")
+    p.add_argument("--force", action="store_true", help="start over instead of resuming")
     _add_data_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

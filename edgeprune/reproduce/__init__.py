@@ -1,0 +1,1 @@
+"""Published results, reproduced end to end by one command (`edgeprune reproduce JOB`)."""

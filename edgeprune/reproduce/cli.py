@@ -1,0 +1,47 @@
+"""`edgeprune reproduce dcase-table ...`"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgeprune.errors import EdgepruneError
+
+JOBS = ("dcase-table",)
+
+
+def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("reproduce", help="reproduce a published table end to end (resumable)")
+    p.add_argument("job", choices=JOBS, help="dcase-table: the DCASE 2021 1a passive-pruning quantization table")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' (default; the table says so) or a folder of DCASE 2021 1a features (X_/Y_ npy)")
+    p.add_argument("--profile", default="quick", help="tiny | quick | full (data size and epochs; default quick)")
+    p.add_argument("--devices", default="desktop", help="comma-separated benchmark targets (default desktop)")
+    p.add_argument("--checkpoint", help="start from this trained baseline instead of training one")
+    p.add_argument("--framework", default="keras", choices=["keras", "torch"],
+                   help="twin to prune and convert (default keras: the seed's framework and TFLiteConverter)")
+    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: the profile's)")
+    p.add_argument("--calib", type=int, default=200, help="calibration clips for full-integer int8 (default 200)")
+    p.add_argument("--bench-runs", type=int, default=30, help="timed runs per artifact (default 30)")
+    p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
+                   help="export parity gate, as for `edgeprune export`")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", help="work folder with every step's files (default runs/reproduce/...)")
+    p.add_argument("--out", default="benchmarks/results/dcase_table", help="results stem: OUT.md/.csv/.json/.png")
+    p.add_argument("--force", action="store_true", help="start over: delete the work folder first")
+    p.set_defaults(func=cmd_reproduce)
+    return p
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from edgeprune.export.cli import _thresholds
+    from edgeprune.reproduce.dcase_table import Settings, default_work, run
+
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    if args.bench_runs < 1:
+        raise EdgepruneError(f"--bench-runs {args.bench_runs}: must be at least 1")
+    settings = Settings(data=args.data, profile=args.profile, framework=args.framework, checkpoint=args.checkpoint,
+                        seed=args.seed, calib=args.calib, finetune_epochs=args.finetune_epochs, devices=devices,
+                        bench_runs=args.bench_runs, thresholds=_thresholds(args.threshold))
+    work = Path(args.work) if args.work else default_work(settings)
+    run(settings, work, Path(args.out), force=args.force)

@@ -1,0 +1,219 @@
+"""The reproduced DCASE quantization table: rows from the pipeline's step results, ours beside the seed's, written
+as Markdown, CSV, JSON and a PNG plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from edgeprune.fileio import atomic_path, write_json
+from edgeprune.reproduce.seed_table import (FULL_WIDTH, LAYERS, ROWS, SEED, SEED_BASELINE, relations, seed_counts,
+                                            size_comparison)
+from edgeprune.tables import markdown_table
+from edgeprune.training.run import machine_description
+
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+LABELS = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic int8 (seed: uint8)", "int8": "full int8"}
+
+
+def seed_params() -> dict[str, int]:
+    """Parameters of the authors' pruned models (their kept counts, our architecture; BN statistics counted)."""
+    from edgeprune.frameworks import get_adapter
+    from edgeprune.models import arch_spec, build
+
+    adapter = get_adapter("torch")
+    return {row: adapter.count_params(build(arch_spec("dcase2021_baseline", **seed_counts(row)), "torch"))
+            for row, _ in ROWS}
+
+
+def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: dict[str, list[int]],
+          recovery: dict[str, Any], exports: dict[str, Any], bench: dict[str, Any], seconds: dict[str, float],
+          wall_seconds: float) -> dict[str, Any]:
+    """The results document: our rows, the seed's, differences, relations, size comparison, step times."""
+    rows = []
+    for name, layers in [("baseline", ())] + ROWS:
+        ex = exports[name]
+        row = {"row": name, "kept": {layer: len(kept[layer]) if layer in layers else FULL_WIDTH[layer]
+                                     for layer in LAYERS},
+               "params": ex["params"], "mmacs": round(ex["macs"] / 1e6, 1)}
+        for q in PRECISIONS:
+            art = ex["artifacts"][q]
+            row[f"acc_{q}"] = round(100 * art["accuracy"], 2)
+            row[f"kb_{q}"] = round(art["size_bytes"] / 1024, 1)
+        if name in recovery:
+            row["acc_before_finetune"] = round(100 * recovery[name]["test_accuracy_before"], 2)
+        for device, result in bench.items():
+            for q in PRECISIONS:
+                r = result["results"].get(f"{name}/{ex['artifacts'][q]['file']}", {})
+                row[f"ms_{device}_{q}"] = None if r.get("median_ms") is None else round(r["median_ms"], 3)
+        rows.append(row)
+    sp = seed_params()
+    seed_rows = [{"row": n, "kept": seed_counts(n), "params": sp[n], **SEED[n]} for n, _ in ROWS]
+    diffs = []
+    for r in rows:
+        if r["row"] in SEED:
+            s = SEED[r["row"]]
+            diffs.append({"row": r["row"], **{f"acc_{q}": round(r[f"acc_{q}"] - s[f"acc_{q}"], 2)
+                                              for q in ("fp32", "fp16", "dynamic")},
+                          **{f"kb_{q}": round(r[f"kb_{q}"] - s[f"kb_{q}"], 1) for q in ("fp32", "fp16", "dynamic")}})
+    synthetic = data_info.get("source") == "synthetic"
+    title = ("DCASE 2021 task 1a quantization table (passive filter pruning), reproduced"
+             + (" on the SYNTHETIC scenes, not the real DCASE data" if synthetic else f" on {data_info.get('source')}")
+             + f" ({settings.profile} profile, {settings.framework})")
+    return {
+        "title": title, "settings": settings.to_json(), "data": data_info, "machine": machine_description(),
+        "baseline": {**baseline, "accuracy_pct": round(100 * baseline["accuracy"], 2)}, "seed_baseline": SEED_BASELINE,
+        "rows": rows, "seed_rows": seed_rows, "differences": diffs, "relations": relations(rows),
+        "sizes": size_comparison(rows, sp), "recovery": recovery,
+        "devices": {d: {"emulated": b["emulated"], "fingerprint": b.get("fingerprint"), "results_file": b.get("file")}
+                    for d, b in bench.items()},
+        "step_seconds": seconds, "wall_seconds": wall_seconds,
+        "command": _command(settings),
+    }
+
+
+def _command(settings) -> str:
+    parts = ["edgeprune reproduce dcase-table", f"--profile {settings.profile}"]
+    if settings.data != "synthetic":
+        parts.append(f"--data {settings.data}")
+    if settings.checkpoint:
+        parts.append(f"--checkpoint {settings.checkpoint}")
+    if settings.framework != "keras":
+        parts.append(f"--framework {settings.framework}")
+    parts.append(f"--devices {','.join(settings.devices)}")
+    return " ".join(parts)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The human-readable results file."""
+    m = doc["machine"]
+    rows = [{**r, **{f"C{i + 1}": r["kept"][layer] for i, layer in enumerate(LAYERS)}} for r in doc["rows"]]
+    seed_rows = [{**r, **{f"C{i + 1}": r["kept"][layer] for i, layer in enumerate(LAYERS)}} for r in doc["seed_rows"]]
+    acc = [f"acc_{q}" for q in PRECISIONS]
+    kb = [f"kb_{q}" for q in PRECISIONS]
+    heads = [f"acc % {LABELS[q]}" for q in PRECISIONS] + [f"KB {LABELS[q]}" for q in PRECISIONS]
+    seed_cols = [c for c in acc + kb if "int8" not in c]
+    b = doc["baseline"]
+    parts = [
+        f"# {doc['title']}", "",
+        f"Command: `{doc['command']}`  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}.  ",
+        f"Data: {doc['data'].get('source')}, test split {b['n']} clips. Wall time {doc['wall_seconds'] / 60:.1f} min "
+        "(steps below; a resumed run keeps each step's first time).", "",
+        f"Baseline (unpruned): {b['accuracy_pct']:.2f} % test accuracy, log-loss {b['log_loss']:.3f}, "
+        f"{b['params']:,} parameters (seed: {doc['seed_baseline']['accuracy']} %, log-loss "
+        f"{doc['seed_baseline']['log_loss']}, on the real DCASE 2021 1a data).", "",
+        "## Ours", "",
+        "Accuracy: each .tflite in LiteRT, one clip at a time, on the whole test split. KB = file bytes / 1024. "
+        "Kept filters per conv layer (of 16 / 16 / 32) by the passive rule on our baseline; params count BN statistics.",
+        "",
+        markdown_table(rows, ["row", "C1", "C2", "C3", "params", "mmacs", "acc_before_finetune"] + acc + kb,
+                       ["pruned", "C1", "C2", "C3", "params", "M MACs", "acc % before fine-tune"] + heads),
+        "", "## The seed (Singh and Plumbley 2022, real DCASE 2021 1a data)", "",
+        "Kept counts are the authors' stored indices; params are those counts in our architecture.", "",
+        markdown_table(seed_rows, ["row", "C1", "C2", "C3", "params"] + seed_cols,
+                       ["pruned", "C1", "C2", "C3", "params"] + [h for h, c in zip(heads, acc + kb) if c in seed_cols]),
+        "", "## Differences (ours minus seed)", "",
+        markdown_table(doc["differences"], ["row"] + seed_cols, ["pruned"] + [h for h, c in zip(heads, acc + kb)
+                                                                               if c in seed_cols]),
+        "", "## Relations the seed's table shows, checked on ours", "",
+        markdown_table([{**r, "holds": "yes" if r["holds"] else "NO"} for r in doc["relations"]],
+                       ["relation", "holds", "detail"]),
+        "", "## Sizes against the seed's (explained where more than 10 % apart)", "",
+        markdown_table(doc["sizes"], ["row", "precision", "ours_kb", "seed_kb", "diff_pct", "ours_bytes_per_param",
+                                      "seed_bytes_per_param", "explanation"],
+                       ["pruned", "precision", "ours KB", "seed KB", "diff %", "ours B/param", "seed B/param",
+                        "why"]),
+    ]
+    for device, info in doc["devices"].items():
+        cols = [f"ms_{device}_{q}" for q in PRECISIONS]
+        what = ("EMULATED under qemu: for correctness only, not device latency" if info["emulated"]
+                else "median latency, 1 thread, XNNPACK, benchmark_model-style timing")
+        fp = info.get("fingerprint") or {}
+        parts += ["", f"## Latency on {device} (ms; {what})", "",
+                  f"Device: {fp.get('cpu_model') or fp.get('cpu') or '?'}; results: `{info.get('results_file')}`.", "",
+                  markdown_table(rows, ["row"] + cols, ["pruned"] + [LABELS[q] for q in PRECISIONS])]
+    parts += ["", "## Wall time per step (s)", "",
+              markdown_table([{"step": k, "seconds": v} for k, v in doc["step_seconds"].items()], ["step", "seconds"]),
+              ""]
+    return "\n".join(parts)
+
+
+def csv_text(doc: dict[str, Any]) -> str:
+    """One line per row: ours, the seed's figures and the differences side by side."""
+    seed = {r["row"]: r for r in doc["seed_rows"]}
+    lines = []
+    for r in doc["rows"]:
+        s = seed.get(r["row"], {})
+        line = {"row": r["row"], **{f"kept_{k}": v for k, v in r["kept"].items()}, "params": r["params"],
+                "mmacs": r["mmacs"], "acc_before_finetune": r.get("acc_before_finetune")}
+        for key in [k for k in r if k.startswith(("acc_", "kb_", "ms_")) and k != "acc_before_finetune"]:
+            line[key] = r[key]
+            if key in SEED.get(r["row"], {}):
+                line[f"seed_{key}"] = s[key]
+                line[f"diff_{key}"] = round(r[key] - s[key], 2)
+        lines.append(line)
+    fields = list(dict.fromkeys(k for line in lines for k in line))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(lines)
+    return buf.getvalue()
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    """Accuracy against size per precision, ours (filled) and the seed's (hollow), each point named by its row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "dynamic": "tab:green", "int8": "tab:red"}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    ax = axes[0]
+    for q in PRECISIONS:
+        xs = [r[f"kb_{q}"] for r in doc["rows"]]
+        ys = [r[f"acc_{q}"] for r in doc["rows"]]
+        ax.scatter(xs, ys, color=colors[q], label=f"ours {LABELS[q]}")
+        for r, x, y in zip(doc["rows"], xs, ys):
+            ax.annotate(r["row"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if q != "int8":
+            ax.scatter([r[f"kb_{q}"] for r in doc["seed_rows"]], [r[f"acc_{q}"] for r in doc["seed_rows"]],
+                       facecolors="none", edgecolors=colors[q], label=f"seed {LABELS[q]}")
+    ax.set_xlabel("size (KB)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs size (filled: ours, hollow: seed)")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    devices = [d for d, info in doc["devices"].items() if not info["emulated"]]
+    names = [r["row"] for r in doc["rows"]]
+    width = 0.8 / max(1, len(PRECISIONS) * max(1, len(devices)))
+    for j, device in enumerate(devices):
+        for i, q in enumerate(PRECISIONS):
+            vals = [r.get(f"ms_{device}_{q}") or 0 for r in doc["rows"]]
+            offset = (j * len(PRECISIONS) + i) * width
+            ax.bar([k + offset for k in range(len(names))], vals, width, color=colors[q],
+                   label=f"{device} {LABELS[q]}", alpha=1 - 0.4 * j)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))])
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylabel("median latency (ms, 1 thread)")
+    ax.set_title("latency per row" if devices else "latency: no non-emulated device was asked")
+    if devices:
+        ax.legend(fontsize=7)
+    fig.suptitle(doc["title"], fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, force=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write(doc: dict[str, Any], stem: Path) -> None:
+    """STEM.json, STEM.md, STEM.csv and STEM.png, each written atomically."""
+    stem = Path(stem)
+    write_json(stem.with_name(stem.name + ".json"), doc, force=True)
+    for suffix, text in ((".md", markdown(doc)), (".csv", csv_text(doc))):
+        with atomic_path(stem.with_name(stem.name + suffix), force=True) as tmp:
+            tmp.write_text(text)
+    plot(doc, stem.with_name(stem.name + ".png"))

@@ -1,0 +1,228 @@
+"""`edgeprune reproduce dcase-table`: from the DCASE 2021 1a baseline to the seed's quantization table.
+
+Train (or load) the baseline -> passive importance for C1, C2, C3 (the authors' keep rule) -> prune the six
+combinations in the table's order -> fine-tune each (Adam, cross-entropy, best validation epoch) -> export each to
+TFLite at float32, float16, dynamic-range int8 (the seed's "uint8") and full-integer int8, with parity checks ->
+benchmark each artifact on the devices asked -> the table, ours beside the seed's, as MD / CSV / JSON and a plot.
+
+Every step goes through `StepLog`, so a second run with the same settings resumes where the first stopped.
+Accuracy per precision is the exporter's: each .tflite run in LiteRT, one clip at a time, on the whole test split
+(the seed measured it the same way); the benchmark suite adds latency per device.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune import checkpoint
+from edgeprune.errors import EdgepruneError
+from edgeprune.reproduce.seed_table import LAYERS, ROWS, seed_counts
+from edgeprune.reproduce.steps import StepLog
+
+MODEL = "dcase2021_baseline"
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+BASELINE = "baseline"
+
+
+@dataclass
+class Settings:
+    """What a run depends on; a work folder holds one run, so changing any of these needs another folder."""
+
+    data: str = "synthetic"
+    profile: str = "quick"
+    framework: str = "keras"  # the seed's framework and converter (TFLiteConverter)
+    checkpoint: str | None = None  # a trained baseline to start from instead of training one
+    seed: int = 0
+    calib: int = 200
+    finetune_epochs: int | None = None  # default: the profile's
+    devices: list[str] = field(default_factory=lambda: ["desktop"])
+    bench_runs: int = 30
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def default_work(settings: Settings) -> Path:
+    data = "synthetic" if settings.data == "synthetic" else Path(settings.data).name
+    return Path("runs") / "reproduce" / f"dcase-table-{data}-{settings.profile}-{settings.framework}"
+
+
+def run(settings: Settings, work: Path, out: Path, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the whole job; write OUT.{md,csv,json,png}; return the results document."""
+    from edgeprune.reproduce import dcase_results
+    from edgeprune.training import run as training
+    from edgeprune.training.profiles import get_profile
+
+    if settings.framework not in ("keras", "torch"):
+        raise EdgepruneError(f"--framework {settings.framework}: expected keras or torch")
+    profile = get_profile(settings.profile)
+    if settings.finetune_epochs is not None and settings.finetune_epochs < 1:
+        raise EdgepruneError(f"--finetune-epochs {settings.finetune_epochs}: must be at least 1")
+    if settings.calib < 1:
+        raise EdgepruneError(f"--calib {settings.calib}: must be at least 1")
+    _check_devices(settings.devices)
+    if settings.checkpoint is not None:
+        _check_baseline(Path(settings.checkpoint))
+    work = Path(work)
+    if force and work.exists():
+        shutil.rmtree(work)
+    started = time.time()
+    data = training.data_for(settings.data, profile, progress=progress)
+    steps = StepLog(work, settings.to_json(), progress=progress,
+                    total=3 + 3 * len(ROWS) + 1 + len(settings.devices))
+    steps.say(f"work folder {work}; {settings.profile} profile, {settings.framework}, data: {data.info.get('source')} "
+              f"({len(data['train'])} train / {len(data['validation'])} validation / {len(data['test'])} test clips)")
+
+    base_path = Path(settings.checkpoint) if settings.checkpoint else work / BASELINE
+    steps.run("train baseline", lambda: _train_baseline(settings, data, profile, base_path, progress),
+              outputs=(base_path,))
+    baseline = steps.run("evaluate baseline", lambda: _evaluate(base_path, data, settings.framework))
+    kept = steps.run("passive importance (C1, C2, C3)",
+                     lambda: _passive_keep(base_path, settings.framework, work / "scores.json"),
+                     outputs=(work / "scores.json",))
+
+    ft_profile = profile if settings.finetune_epochs is None else replace(profile, epochs=settings.finetune_epochs)
+    models = {BASELINE: base_path}
+    recovery = {}
+    for row, layers in ROWS:
+        keep = {layer: kept[layer] for layer in layers}
+        pruned, tuned = work / "pruned" / row, work / "finetuned" / row
+        steps.run(f"prune {row}", lambda: _prune(base_path, settings.framework, keep, pruned), outputs=(pruned,))
+        recovery[row] = steps.run(f"fine-tune {row}",
+                                  lambda: _finetune(pruned, data, ft_profile, settings, tuned, progress),
+                                  outputs=(tuned,))
+        models[row] = tuned
+
+    calib = data["train"].x[: settings.calib]
+    exports = {}
+    for name, path in models.items():
+        bundle = work / "export" / name
+        exports[name] = steps.run(f"export {name}", lambda: _export(path, bundle, calib, data, settings, progress),
+                                  outputs=(bundle,))
+
+    bench = {}
+    for device in settings.devices:
+        stem = work / "bench" / device
+        bench[device] = steps.run(f"benchmark on {device}",
+                                  lambda: _bench(device, [work / "export" / n for n in models], data, settings, stem),
+                                  outputs=(stem.with_suffix(".json"),))
+
+    doc = dcase_results.build(settings, data.info, baseline, kept, recovery, exports, bench, steps.seconds(),
+                              wall_seconds=round(time.time() - started, 1))
+    dcase_results.write(doc, Path(out))
+    steps.say(f"wrote {out}.md, .csv, .json, .png")
+    return doc
+
+
+def _check_baseline(path: Path) -> None:
+    spec = checkpoint.read_spec(path)
+    if spec["arch"]["model"] != MODEL:
+        raise EdgepruneError(f"{path}: a {spec['arch']['model']} checkpoint; the table needs a {MODEL} baseline")
+    if spec.get("pruning"):
+        raise EdgepruneError(f"{path} is already pruned; the table starts from the unpruned baseline")
+
+
+def _train_baseline(settings: Settings, data, profile, path: Path, progress: bool) -> dict[str, Any]:
+    from edgeprune.training import run as training
+
+    if settings.checkpoint is not None:
+        return {"path": str(path), "trained": False}
+    summary = training.train(MODEL, settings.framework, data, profile, path, seed=settings.seed, force=True,
+                             progress=progress)
+    return {"path": str(path), "trained": True, "best_epoch": summary["best_epoch"],
+            "validation": summary["validation"], "train_seconds": summary["train_seconds"]}
+
+
+def _evaluate(path: Path, data, framework: str) -> dict[str, Any]:
+    from edgeprune.training import run as training
+
+    ckpt = checkpoint.load(path, framework=framework)
+    report = training.evaluate(ckpt, data, "test")
+    info = training.describe(ckpt.model, ckpt.framework, ckpt.arch)
+    return {"accuracy": report["accuracy"], "log_loss": report["log_loss"], "n": report["n"],
+            "params": info["params"], "macs": info["macs"]}
+
+
+def _passive_keep(base_path: Path, framework: str, out: Path) -> dict[str, list[int]]:
+    from edgeprune.pruning.run import score_checkpoint
+
+    scores = score_checkpoint(checkpoint.load(base_path, framework=framework), "passive", list(LAYERS))
+    scores.save(out, force=True)
+    return scores.keep_sets()
+
+
+def _prune(base_path: Path, framework: str, keep: dict[str, list[int]], out: Path) -> dict[str, Any]:
+    from edgeprune.pruning.run import prune_checkpoint
+    from edgeprune.pruning.targets import Target
+
+    result = prune_checkpoint(checkpoint.load(base_path, framework=framework), Target(keep=keep), None, out,
+                              force=True)
+    return {"params": sum(r["params_after"] for r in result.table), "seconds": round(result.seconds, 4)}
+
+
+def _finetune(pruned: Path, data, profile, settings: Settings, out: Path, progress: bool) -> dict[str, Any]:
+    from edgeprune.pruning.run import finetune_checkpoint
+
+    before = _evaluate(pruned, data, settings.framework)
+    # The seed fine-tunes with plain cross-entropy (no distillation); so do we, to stay comparable.
+    summary = finetune_checkpoint(checkpoint.load(pruned, framework=settings.framework), data, profile, out,
+                                  seed=settings.seed, force=True, progress=progress)
+    after = _evaluate(out, data, settings.framework)
+    return {"test_accuracy_before": before["accuracy"], "test_accuracy_after": after["accuracy"],
+            "test_log_loss_after": after["log_loss"], "best_epoch": summary["best_epoch"],
+            "epochs": summary["epochs"], "validation_accuracy": summary["validation"]["accuracy"],
+            "params": after["params"], "macs": after["macs"]}
+
+
+def _export(path: Path, bundle: Path, calib: np.ndarray, data, settings: Settings, progress: bool) -> dict[str, Any]:
+    from edgeprune.export import export
+
+    test = data["test"]
+    manifest = export(path, bundle.parent, formats="tflite", quant=",".join(PRECISIONS), calib=calib,
+                      eval_x=test.x, eval_y=test.y, thresholds=settings.thresholds or None, force=True,
+                      progress=progress, name=bundle.name, framework=settings.framework)
+    return {"seconds": manifest["seconds"], "params": manifest["source"]["params"], "macs": manifest["source"]["macs"],
+            "artifacts": {a["precision"]: {"file": a["file"], "size_bytes": a["size_bytes"],
+                                           "accuracy": a["parity"]["accuracy"], "top1_agreement": a["parity"]["top1_agreement"],
+                                           "cosine": a["parity"]["cosine"], "transpose_ops": a["transpose_ops"]}
+                          for a in manifest["artifacts"]}}
+
+
+DEVICES = ("desktop",)
+
+
+def _check_devices(devices: list[str]) -> None:
+    bad = [d for d in devices if d not in DEVICES]
+    if bad or not devices:
+        raise EdgepruneError(f"--devices {','.join(devices)}: unknown {', '.join(bad) or '(none)'}; "
+                             f"expected some of {', '.join(DEVICES)}")
+
+
+def _bench(device: str, bundles: list[Path], data, settings: Settings, stem: Path) -> dict[str, Any]:
+    """Latency of every artifact at 1 thread with XNNPACK (the benchmark suite, one fresh process per model)."""
+    repo = Path(__file__).resolve().parents[2]
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks", *map(str, bundles), "--threads", "1", "--xnnpack", "on",
+           "--runs", str(settings.bench_runs), "--min-seconds", "0.5", "--warmup-seconds", "0.2", "--out", str(stem)]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    if not stem.with_suffix(".json").exists():
+        raise EdgepruneError(f"benchmark on {device} wrote no results: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    doc = json.loads(stem.with_suffix(".json").read_text())
+    results = {}
+    for r in doc["results"]:
+        key = f"{Path(r['file']).parent.name}/{Path(r['file']).name}"
+        lat = r.get("latency") or {}
+        results[key] = {"ok": r.get("ok", False), "median_ms": lat.get("median_ms"), "p90_ms": lat.get("p90_ms"),
+                        "std_ms": lat.get("std_ms"), "peak_rss_mb": r.get("peak_rss_mb"), "error": r.get("error")}
+    return {"device": device, "emulated": False, "fingerprint": doc.get("device"), "results": results,
+            "file": str(stem.with_suffix(".json"))}
