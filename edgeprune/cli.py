@@ -314,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reproduce_parser(sub)
 
+    from edgeprune.report import add_report_parser
+
+    add_report_parser(sub)
+
     p = sub.add_parser("demo", help="the headline job (the DCASE quantization table, quick profile) on the built-in data")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--devices", default="desktop", help="benchmark targets (default desktop)")

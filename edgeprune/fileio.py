@@ -33,6 +33,7 @@ def atomic_path(final: Path, force: bool = False, is_dir: bool = False) -> Itera
         fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
         os.close(fd)
         tmp = Path(name)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; results and models are meant to be shared
     try:
         yield tmp
         if final.is_dir() and not final.is_symlink():
@@ -44,6 +45,12 @@ def atomic_path(final: Path, force: bool = False, is_dir: bool = False) -> Itera
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, data: Any, force: bool = False) -> None:
