@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench-host clean
+.PHONY: demo test install system-deps bench-host clean
+
+# Debian packages the device tests use: qemu-user for the emulated Raspberry Pi, sshd for the SSH runner's real
+# server on loopback, shellcheck for the board provisioning script. Installed only when missing (needs root/apt).
+SYSTEM_TOOLS := /usr/bin/qemu-aarch64-static /usr/sbin/sshd /usr/bin/shellcheck
 
 install: $(STAMP)
 
@@ -16,10 +20,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+system-deps:
+	@missing=""; for f in $(SYSTEM_TOOLS); do test -x $$f || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing qemu-user-static openssh-server shellcheck (missing:$$missing)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static openssh-server shellcheck >/dev/null \
+	  || { echo "could not install them: run as root, or install qemu-user-static openssh-server shellcheck yourself"; exit 1; }; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/edgeprune demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 # Host-side figures for benchmarks/results/ (each file records its command and machine).

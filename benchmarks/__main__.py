@@ -10,10 +10,11 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from benchmarks.fingerprint import device_fingerprint
 
@@ -37,12 +38,13 @@ def find_models(targets: List[str]) -> List[Dict[str, Any]]:
     return found
 
 
-def run_job(job: Dict[str, Any], timeout: float) -> Dict[str, Any]:
-    """One model in a fresh process; a timeout is retried once, then reported."""
+def run_job(job: Dict[str, Any], timeout: float, worker: Optional[List[str]] = None) -> Dict[str, Any]:
+    """One model in a fresh process; a timeout is retried once, then reported. `worker`: the command that starts a
+    Python for it (default this one; under qemu-user it must name the emulator, which cannot re-exec itself)."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for attempt in (1, 2):
         try:
-            proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(job)], cwd=here,
+            proc = subprocess.run([*(worker or [sys.executable]), "-m", "benchmarks.worker", json.dumps(job)], cwd=here,
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             if attempt == 2:
@@ -56,7 +58,7 @@ def run_job(job: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-def write_tables(results: List[Dict[str, Any]], stem: str) -> None:
+def write_tables(results: List[Dict[str, Any]], stem: str, emulated: bool = False) -> None:
     cols = ["file", "precision", "size_kb", "threads", "xnnpack", "median_ms", "p90_ms", "std_ms", "peak_rss_mb",
             "accuracy", "ok"]
     rows = []
@@ -67,6 +69,10 @@ def write_tables(results: List[Dict[str, Any]], stem: str) -> None:
                      "xnnpack": r.get("xnnpack"), "median_ms": _r(lat.get("median_ms")), "p90_ms": _r(lat.get("p90_ms")),
                      "std_ms": _r(lat.get("std_ms")), "peak_rss_mb": _r(r.get("peak_rss_mb")),
                      "accuracy": _r(acc.get("accuracy"), 4), "ok": "yes" if r.get("ok") else "FAILED: " + r.get("error", "")})
+    if emulated:  # an emulator's timings must never be read as the device's latency: say so in every header
+        renamed = {c: "emulated_" + c for c in ("median_ms", "p90_ms", "std_ms")}
+        cols = [renamed.get(c, c) for c in cols]
+        rows = [{renamed.get(k, k): v for k, v in row.items()} for row in rows]
     with open(stem + ".csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
@@ -94,6 +100,12 @@ def main(argv: List[str] = None) -> int:
     p.add_argument("--warmup-seconds", type=float, default=0.5)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per model before one retry")
     p.add_argument("--out", default="benchmarks/results/run", help="output stem: STEM.json, STEM.md, STEM.csv")
+    p.add_argument("--save-outputs", metavar="DIR", help="write each model's outputs on the test clips to DIR/*.npy "
+                                                         "(to compare targets: emulated vs native, board vs desktop)")
+    p.add_argument("--emulated", action="store_true",
+                   help="this runs under an emulator: timings are flagged emulated and never shown as latency")
+    p.add_argument("--worker-python", metavar="CMD",
+                   help="command line that starts the per-model worker Python (default: this Python)")
     args = p.parse_args(argv)
     for path in (args.test_x, args.test_y):
         if path and not os.path.isfile(path):
@@ -111,6 +123,10 @@ def main(argv: List[str] = None) -> int:
         print(f"benchmarks: error: --xnnpack '{args.xnnpack}': expected on, off or on,off", file=sys.stderr)
         return 2
     timing = {"runs": args.runs, "min_s": args.min_seconds, "warmup_s": args.warmup_seconds}
+    worker = shlex.split(args.worker_python) if args.worker_python else None
+    outputs_dir = os.path.abspath(args.save_outputs) if args.save_outputs else None
+    if outputs_dir:
+        os.makedirs(outputs_dir, exist_ok=True)
     results, started = [], time.time()
     for model in find_models(args.targets):
         path, meta = model["file"], model["manifest"]
@@ -119,8 +135,14 @@ def main(argv: List[str] = None) -> int:
                 job = {"file": os.path.abspath(path), "threads": n, "xnnpack": use_xnn, "timing": timing,
                        "x": args.test_x and os.path.abspath(args.test_x), "subset": args.subset,
                        "y": args.test_y and os.path.abspath(args.test_y)}
+                if outputs_dir:  # numbered: two bundles may both hold a model_fp32.tflite
+                    bundle = os.path.basename(os.path.dirname(os.path.abspath(path)))
+                    name = f"{len(results):03d}-{bundle}-{os.path.basename(path)}-t{n}-xnn_{'on' if use_xnn else 'off'}"
+                    job["save_outputs"] = os.path.join(outputs_dir, name + ".npy")
                 print(f"[bench] {path} threads={n} xnnpack={'on' if use_xnn else 'off'}", flush=True)
-                r = run_job(job, args.timeout)
+                r = run_job(job, args.timeout, worker)
+                if args.emulated and "latency" in r:
+                    r["latency"]["emulated"] = True
                 r.update({"file": path, "size_bytes": os.path.getsize(path) if os.path.isfile(path) else None,
                           "precision": meta.get("precision"), "format": meta.get("format"),
                           "params": model["source"].get("params"), "macs": model["source"].get("macs"),
@@ -129,13 +151,14 @@ def main(argv: List[str] = None) -> int:
                 if not r.get("ok"):
                     print(f"[bench] FAILED {path}: {r.get('error')}", flush=True)
     out = {"schema": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
-           "device": device_fingerprint(), "seconds": round(time.time() - started, 1), "results": results}
+           "device": device_fingerprint(), "emulated": args.emulated, "outputs_dir": outputs_dir,
+           "seconds": round(time.time() - started, 1), "results": results}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".json.tmp"
     with open(tmp, "w") as fh:
         json.dump(out, fh, indent=1)
     os.replace(tmp, args.out + ".json")
-    write_tables(results, args.out)
+    write_tables(results, args.out, emulated=args.emulated)
     print(open(args.out + ".md").read())
     return 0 if all(r.get("ok") for r in results) else 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Dict, List, Optional
 
@@ -41,10 +42,14 @@ def latency(session: Session, example: np.ndarray, warmup_runs: int = 1, warmup_
     return {"first_ms": first_ms, "warmup": {"n": len(warm), "mean_ms": float(np.mean(warm))}, **_stats(timed)}
 
 
-def accuracy(session: Session, x: np.ndarray, y: Optional[np.ndarray]) -> Dict[str, Any]:
-    """Accuracy and log-loss one clip at a time (inputs quantised, outputs dequantised per the model's tensors)."""
+def accuracy(session: Session, x: np.ndarray, y: Optional[np.ndarray],
+             save_outputs: Optional[str] = None) -> Dict[str, Any]:
+    """Accuracy and log-loss one clip at a time (inputs quantised, outputs dequantised per the model's tensors).
+    `save_outputs`: also write the outputs [N, classes] (dequantised float32) to this .npy path."""
     shape = session.inputs[0]["shape"]
     probs = np.concatenate([session.run(to_layout(x[i : i + 1], shape)) for i in range(len(x))])
+    if save_outputs:
+        np.save(save_outputs, probs)
     out: Dict[str, Any] = {"n": int(len(x))}
     if y is not None:
         p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
@@ -55,8 +60,10 @@ def accuracy(session: Session, x: np.ndarray, y: Optional[np.ndarray]) -> Dict[s
 
 
 def run_one(path: str, threads: int, xnnpack: bool, x: Optional[np.ndarray], y: Optional[np.ndarray],
-            timing: Dict[str, Any]) -> Dict[str, Any]:
-    """Load, time and evaluate one model; errors become a failed result, not an exception."""
+            timing: Dict[str, Any], save_outputs: Optional[str] = None) -> Dict[str, Any]:
+    """Load, time and evaluate one model; errors become a failed result, not an exception. `save_outputs`: a .npy
+    path for the outputs on the test clips (recorded with the output tensor's dtype, scale and zero point, so a
+    comparison can allow one quantisation step)."""
     result: Dict[str, Any] = {"file": path, "threads": threads, "xnnpack": xnnpack}
     try:
         t = time.perf_counter()
@@ -73,7 +80,11 @@ def run_one(path: str, threads: int, xnnpack: bool, x: Optional[np.ndarray], y: 
             example = np.zeros(shape, dtype=np.float32)
         result["latency"] = latency(session, example, **timing)
         if x is not None:
-            result["accuracy"] = accuracy(session, x, y)
+            result["accuracy"] = accuracy(session, x, y, save_outputs)
+            if save_outputs:
+                spec = session.outputs[0]
+                result["outputs"] = {"file": os.path.basename(save_outputs), "dtype": spec.get("dtype", "float32"),
+                                     "scale": spec.get("scale", 0.0), "zero_point": spec.get("zero_point", 0)}
         result["ok"] = True
     except Exception as exc:  # one model's failure must not stop the others
         result["ok"] = False

@@ -21,7 +21,7 @@ def main() -> None:
         x = x[..., 0]
     if y is not None and y.ndim == 2:
         y = y.argmax(axis=1)
-    result = run_one(job["file"], job["threads"], job["xnnpack"], x, y, job["timing"])
+    result = run_one(job["file"], job["threads"], job["xnnpack"], x, y, job["timing"], job.get("save_outputs"))
     # ru_maxrss is KiB on Linux: the peak resident set of this process (runtime, model and the test arrays).
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("BENCHMARK_RESULT " + json.dumps(result))

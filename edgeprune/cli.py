@@ -314,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reproduce_parser(sub)
 
+    from edgeprune.bench import add_bench_parser
+
+    add_bench_parser(sub)
+
     from edgeprune.report import add_report_parser
 
     add_report_parser(sub)

@@ -45,3 +45,21 @@ def quick_baseline(tmp_path_factory):
     path = tmp_path_factory.mktemp("quick") / "baseline"
     run.train("dcase2021_baseline", "torch", data, profile, path, seed=0, progress=False)
     return path, data
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory, tiny_data):
+    """A tiny trained DCASE baseline exported at every precision, plus its test split as .npy files (shared by
+    the benchmark, device and report tests)."""
+    from edgeprune.export import export
+    from edgeprune.training import run
+
+    root = tmp_path_factory.mktemp("bench")
+
+    run.train("dcase2021_baseline", "torch", tiny_data, get_profile("tiny"), root / "ck", progress=False)
+    test = tiny_data["test"]
+    export(root / "ck", out_dir=root / "export", calib=tiny_data["train"].x[:50], eval_x=test.x, eval_y=test.y,
+           thresholds={"int8_top1": 0.9, "dynamic_top1": 0.9}, progress=False)
+    np.save(root / "X_test.npy", test.x)
+    np.save(root / "Y_test.npy", test.y)
+    return root

@@ -9,25 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeprune.export import export
-from edgeprune.training import run
-from edgeprune.training.profiles import get_profile
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--runs", "5", "--min-seconds", "0.05", "--warmup-seconds", "0.01", "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory, tiny_data):
-    """A tiny trained DCASE baseline exported at every precision, plus its test split as .npy files."""
-    root = tmp_path_factory.mktemp("bench")
-    run.train("dcase2021_baseline", "torch", tiny_data, get_profile("tiny"), root / "ck", progress=False)
-    test = tiny_data["test"]
-    export(root / "ck", out_dir=root / "export", calib=tiny_data["train"].x[:50], eval_x=test.x, eval_y=test.y,
-           thresholds={"int8_top1": 0.9, "dynamic_top1": 0.9}, progress=False)
-    np.save(root / "X_test.npy", test.x)
-    np.save(root / "Y_test.npy", test.y)
-    return root
 
 
 def suite(*args, env=None, cwd=REPO):

@@ -9,7 +9,7 @@ import pytest
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.report import cli_report, device_label, report
-from test_benchmarks import FAST, bundle, suite  # noqa: F401 (bundle: the tiny exported model, a fixture)
+from test_benchmarks import FAST, suite
 
 RUN = [*FAST, "--xnnpack", "on"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -46,8 +46,12 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
             row["acc_before_finetune"] = round(100 * recovery[name]["test_accuracy_before"], 2)
         for device, result in bench.items():
             for q in PRECISIONS:
-                r = result["results"].get(f"{name}/{ex['artifacts'][q]['file']}", {})
-                row[f"ms_{device}_{q}"] = None if r.get("median_ms") is None else round(r["median_ms"], 3)
+                key = f"{name}/{ex['artifacts'][q]['file']}"
+                r = result["results"].get(key, {})
+                if result["emulated"]:  # correctness only: does the board's arithmetic give x86's outputs?
+                    row[f"agrees_{device}_{q}"] = _agreement(result.get("agreement"), key, r)
+                else:
+                    row[f"ms_{device}_{q}"] = None if r.get("median_ms") is None else round(r["median_ms"], 3)
         rows.append(row)
     sp = seed_params()
     seed_rows = [{"row": n, "kept": seed_counts(n), "params": sp[n], **SEED[n]} for n, _ in ROWS]
@@ -72,6 +76,16 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
         "step_seconds": seconds, "wall_seconds": wall_seconds,
         "command": _command(settings),
     }
+
+
+def _agreement(agreement: dict[str, Any] | None, key: str, result: dict[str, Any]) -> str:
+    if not result.get("ok"):
+        return "FAILED: " + str(result.get("error"))
+    if agreement is None or key not in agreement:
+        return "not compared (no desktop run)"
+    a = agreement[key]
+    diff = f"max diff {a['max_abs_diff']:.1e}" if a.get("max_steps") is None else f"{a['max_steps']:.0f} steps"
+    return (f"yes ({a['clips']} clips, {diff})" if a["ok"] else f"NO: {a.get('why')}")
 
 
 def _command(settings) -> str:
@@ -128,13 +142,17 @@ def markdown(doc: dict[str, Any]) -> str:
                         "why"]),
     ]
     for device, info in doc["devices"].items():
-        cols = [f"ms_{device}_{q}" for q in PRECISIONS]
-        what = ("EMULATED under qemu: for correctness only, not device latency" if info["emulated"]
-                else "median latency, 1 thread, XNNPACK, benchmark_model-style timing")
         fp = info.get("fingerprint") or {}
-        parts += ["", f"## Latency on {device} (ms; {what})", "",
-                  f"Device: {fp.get('cpu_model') or fp.get('cpu') or '?'}; results: `{info.get('results_file')}`.", "",
-                  markdown_table(rows, ["row"] + cols, ["pruned"] + [LABELS[q] for q in PRECISIONS])]
+        where = f"Device: {fp.get('cpu_model') or fp.get('cpu') or '?'}; results: `{info.get('results_file')}`."
+        if info["emulated"]:
+            parts += ["", f"## {device}: EMULATED under qemu-aarch64 (outputs against the desktop run; timings are "
+                          "not device latency and are not shown)", "", where, "",
+                      markdown_table(rows, ["row"] + [f"agrees_{device}_{q}" for q in PRECISIONS],
+                                     ["pruned"] + [LABELS[q] for q in PRECISIONS])]
+        else:
+            parts += ["", f"## Latency on {device} (ms; median, 1 thread, XNNPACK, benchmark_model-style timing)", "",
+                      where, "", markdown_table(rows, ["row"] + [f"ms_{device}_{q}" for q in PRECISIONS],
+                                                ["pruned"] + [LABELS[q] for q in PRECISIONS])]
     parts += ["", "## Wall time per step (s)", "",
               markdown_table([{"step": k, "seconds": v} for k, v in doc["step_seconds"].items()], ["step", "seconds"]),
               ""]
@@ -149,7 +167,7 @@ def csv_text(doc: dict[str, Any]) -> str:
         s = seed.get(r["row"], {})
         line = {"row": r["row"], **{f"kept_{k}": v for k, v in r["kept"].items()}, "params": r["params"],
                 "mmacs": r["mmacs"], "acc_before_finetune": r.get("acc_before_finetune")}
-        for key in [k for k in r if k.startswith(("acc_", "kb_", "ms_")) and k != "acc_before_finetune"]:
+        for key in [k for k in r if k.startswith(("acc_", "kb_", "ms_", "agrees_")) and k != "acc_before_finetune"]:
             line[key] = r[key]
             if key in SEED.get(r["row"], {}):
                 line[f"seed_{key}"] = s[key]

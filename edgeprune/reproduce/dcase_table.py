@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 
 from edgeprune import checkpoint
 from edgeprune.errors import EdgepruneError
-from edgeprune.reproduce.seed_table import LAYERS, ROWS, seed_counts
+from edgeprune.reproduce.seed_table import LAYERS, ROWS
 from edgeprune.reproduce.steps import StepLog
 
 MODEL = "dcase2021_baseline"
@@ -35,6 +34,7 @@ BASELINE = "baseline"
 # best validation accuracy by epoch 2-3 of 6 (measured on the synthetic scenes), so quick stops at 3 and keeps
 # the whole job under 15 minutes on 2 cores.
 FINETUNE_EPOCHS = {"quick": 3}
+EMULATED_CLIPS = 8
 
 
 @dataclass
@@ -87,7 +87,9 @@ def run(settings: Settings, work: Path, out: Path, force: bool = False, progress
         shutil.rmtree(work)
     started = time.time()
     data = training.data_for(settings.data, profile, progress=progress)
-    steps = StepLog(work, settings.to_json(), progress=progress,
+    # Devices are not part of the run's identity: each is its own step, so asking for another adds only that.
+    identity = {k: v for k, v in settings.to_json().items() if k != "devices"}
+    steps = StepLog(work, identity, progress=progress,
                     total=3 + 3 * len(ROWS) + 1 + len(settings.devices))
     steps.say(f"work folder {work}; {settings.profile} profile, {settings.framework}, data: {data.info.get('source')} "
               f"({len(data['train'])} train / {len(data['validation'])} validation / {len(data['test'])} test clips)")
@@ -120,10 +122,12 @@ def run(settings: Settings, work: Path, out: Path, force: bool = False, progress
                                   outputs=(bundle,))
 
     bench = {}
-    for device in settings.devices:
+    # desktop first: emulated boards are checked against its outputs
+    for device in sorted(settings.devices, key=lambda d: d != "desktop"):
         stem = work / "bench" / device
         bench[device] = steps.run(f"benchmark on {device}",
-                                  lambda: _bench(device, [work / "export" / n for n in models], data, settings, stem),
+                                  lambda: _bench(device, [work / "export" / n for n in models], data, settings, stem,
+                                                 progress),
                                   outputs=(stem.with_suffix(".json"),))
 
     doc = dcase_results.build(settings, data.info, baseline, kept, recovery, exports, bench, steps.seconds(),
@@ -207,31 +211,55 @@ def _export(path: Path, bundle: Path, calib: np.ndarray, data, settings: Setting
                           for a in manifest["artifacts"]}}
 
 
-DEVICES = ("desktop",)
-
-
 def _check_devices(devices: list[str]) -> None:
-    bad = [d for d in devices if d not in DEVICES]
-    if bad or not devices:
-        raise EdgepruneError(f"--devices {','.join(devices)}: unknown {', '.join(bad) or '(none)'}; "
-                             f"expected some of {', '.join(DEVICES)}")
+    """Every name must be a known target (desktop, BOARD, BOARD-emulated, ssh://...); checked before any work."""
+    from edgeprune.bench import load_devices
+
+    dev = load_devices()
+    if not devices:
+        raise EdgepruneError(f"--devices: none given; expected some of {', '.join(dev.device_names())}")
+    for name in devices:
+        try:
+            dev.make_runner(name)
+        except dev.DeviceError as exc:
+            raise EdgepruneError(f"--devices {name}: {exc}") from None
 
 
-def _bench(device: str, bundles: list[Path], data, settings: Settings, stem: Path) -> dict[str, Any]:
-    """Latency of every artifact at 1 thread with XNNPACK (the benchmark suite, one fresh process per model)."""
-    repo = Path(__file__).resolve().parents[2]
+def _bench(device: str, bundles: list[Path], data, settings: Settings, stem: Path, progress: bool) -> dict[str, Any]:
+    """Every artifact on one target through devices/ (the benchmark suite, a fresh process per model): latency at
+    1 thread with XNNPACK, accuracy and saved outputs. An emulated board runs the profile's few clips and is
+    compared with the desktop run's outputs; its timings are never reported as latency."""
+    from edgeprune.bench import load_devices
+
+    dev = load_devices()
+    runner = dev.make_runner(device, log=(lambda m: print(m, flush=True)) if progress else (lambda m: None))
     stem.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "benchmarks", *map(str, bundles), "--threads", "1", "--xnnpack", "on",
-           "--runs", str(settings.bench_runs), "--min-seconds", "0.5", "--warmup-seconds", "0.2", "--out", str(stem)]
-    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
-    if not stem.with_suffix(".json").exists():
-        raise EdgepruneError(f"benchmark on {device} wrote no results: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    doc = json.loads(stem.with_suffix(".json").read_text())
+    test = data["test"]
+    with tempfile.TemporaryDirectory(prefix="edgeprune-table-") as tmp:
+        np.save(Path(tmp) / "X_test.npy", test.x)
+        np.save(Path(tmp) / "Y_test.npy", test.y)
+        emulated = device.endswith("-emulated")
+        # emulation is hundreds of times slower: 8 clips and one timed run per artifact check the arithmetic
+        options = dev.RunOptions(out=stem, threads=(1,), xnnpack="on", subset=EMULATED_CLIPS if emulated else 0,
+                                 runs=1 if emulated else settings.bench_runs,
+                                 min_seconds=None if emulated else 0.5, warmup_seconds=None if emulated else 0.2)
+        try:
+            path = runner.run(bundles, Path(tmp) / "X_test.npy", Path(tmp) / "Y_test.npy", options)
+        except dev.DeviceError as exc:
+            raise EdgepruneError(f"benchmark on {device}: {exc}") from None
+    doc = json.loads(path.read_text())
     results = {}
     for r in doc["results"]:
-        key = f"{Path(r['file']).parent.name}/{Path(r['file']).name}"
         lat = r.get("latency") or {}
-        results[key] = {"ok": r.get("ok", False), "median_ms": lat.get("median_ms"), "p90_ms": lat.get("p90_ms"),
-                        "std_ms": lat.get("std_ms"), "peak_rss_mb": r.get("peak_rss_mb"), "error": r.get("error")}
-    return {"device": device, "emulated": False, "fingerprint": doc.get("device"), "results": results,
-            "file": str(stem.with_suffix(".json"))}
+        results[f"{Path(r['file']).parent.name}/{Path(r['file']).name}"] = {
+            "ok": bool(r.get("ok")), "median_ms": None if doc.get("emulated") else lat.get("median_ms"),
+            "p90_ms": None if doc.get("emulated") else lat.get("p90_ms"),
+            "accuracy": (r.get("accuracy") or {}).get("accuracy"), "error": r.get("error")}
+    reference = stem.parent / "desktop.json"
+    agreement = None
+    if doc.get("emulated") and reference.exists():
+        agreement = {row["model"].split(" ")[0]: {k: row.get(k) for k in ("ok", "why", "clips", "max_abs_diff",
+                                                                          "max_steps")}
+                     for row in dev.compare_outputs(path, reference)}
+    return {"device": device, "emulated": bool(doc.get("emulated")), "fingerprint": doc.get("device"),
+            "results": results, "agreement": agreement, "file": str(path)}
