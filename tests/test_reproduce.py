@@ -129,6 +129,8 @@ def test_relations_report_each_kind_of_violation():
     assert "C1: +0.30" in result["float16 accuracy within 0.2 points of float32"]["detail"]
     assert not result["dynamic-range int8 accuracy within 1 point of float32"]["holds"]
     assert result["sizes ordered float32 > float16 > dynamic-range int8"]["holds"]
+    in_clips = relations(rows, n_clips=1000)[0]["detail"]
+    assert in_clips == "C1: +0.30 (3 of 1000 clips)"
     falls = result["size falls as more layers are pruned (row by row, as in the seed)"]
     assert not falls["holds"] and "C1+C2 200.0 KB not below C1" in falls["detail"]
 

@@ -69,7 +69,7 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
     return {
         "title": title, "settings": settings.to_json(), "data": data_info, "machine": machine_description(),
         "baseline": {**baseline, "accuracy_pct": round(100 * baseline["accuracy"], 2)}, "seed_baseline": SEED_BASELINE,
-        "rows": rows, "seed_rows": seed_rows, "differences": diffs, "relations": relations(rows),
+        "rows": rows, "seed_rows": seed_rows, "differences": diffs, "relations": relations(rows, baseline["n"]),
         "sizes": size_comparison(rows, sp), "recovery": recovery,
         "devices": {d: {"emulated": b["emulated"], "fingerprint": b.get("fingerprint"), "results_file": b.get("file")}
                     for d, b in bench.items()},
@@ -153,10 +153,31 @@ def markdown(doc: dict[str, Any]) -> str:
             parts += ["", f"## Latency on {device} (ms; median, 1 thread, XNNPACK, benchmark_model-style timing)", "",
                       where, "", markdown_table(rows, ["row"] + [f"ms_{device}_{q}" for q in PRECISIONS],
                                                 ["pruned"] + [LABELS[q] for q in PRECISIONS])]
+    parts += ["", "## Notes", ""] + [f"- {n}" for n in notes(doc)]
     parts += ["", "## Wall time per step (s)", "",
               markdown_table([{"step": k, "seconds": v} for k, v in doc["step_seconds"].items()], ["step", "seconds"]),
               ""]
     return "\n".join(parts)
+
+
+def notes(doc: dict[str, Any]) -> list[str]:
+    """What a reader needs to read the figures, derived from them."""
+    rows = {r["row"]: r for r in doc["rows"]}
+    ours = rows["C1+C2+C3"]["kept"]
+    out = [f"Kept filters: the passive rule on our baseline keeps C1 {ours['conv1']}, C2 {ours['conv2']}, C3 "
+           f"{ours['conv3']}; the authors' stored indices keep C1 11, C2 11, C3 22."]
+    base = rows["baseline"]["acc_fp32"]
+    above = [n for n, r in rows.items() if n != "baseline" and r["acc_fp32"] > base]
+    if above:
+        s = doc["settings"]
+        out.append(f"{len(above)} of 6 pruned rows score above the unpruned baseline ({base:.2f} %): the baseline "
+                   f"trained for the {s['profile']} profile's epochs only, and each pruned model then trains "
+                   f"{s['finetune_epochs'] or 'the profile'} more epochs from those weights, so the comparison favours "
+                   "the pruned rows. In the seed, trained to convergence, every pruned row is below its baseline.")
+    if doc["data"].get("source") == "synthetic":
+        out.append("Accuracies are on the synthetic scenes and are not comparable with the seed's real-data figures; "
+                   "the relations between columns and the sizes are.")
+    return out
 
 
 def csv_text(doc: dict[str, Any]) -> str:
