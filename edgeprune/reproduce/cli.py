@@ -20,7 +20,8 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="start from this trained baseline instead of training one")
     p.add_argument("--framework", default="keras", choices=["keras", "torch"],
                    help="twin to prune and convert (default keras: the seed's framework and TFLiteConverter)")
-    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (default: 3 for quick, else the profile's: tiny 1, full 30 as in the seed)")
+    p.add_argument("--finetune-epochs", type=int,
+                   help="fine-tuning epochs (default: tiny 1, quick 3, full 10; the seed used 30)")
     p.add_argument("--calib", type=int, default=200, help="calibration clips for full-integer int8 (default 200)")
     p.add_argument("--bench-runs", type=int, default=30, help="timed runs per artifact (default 30)")
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
