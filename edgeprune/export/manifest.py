@@ -44,13 +44,16 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def write_report(folder: Path, manifest: dict[str, Any]) -> None:
-    src = manifest["source"]
+    src, inp = manifest["source"], manifest["input"]
+    origin = (f"`{src['checkpoint']}` ({src['framework']}, {src['model']}), weights sha256 `{src['weights_sha256']}`"
+              if src.get("checkpoint") else f"in-memory {src['framework']} model `{src['model']}`")
     lines = [
         f"# Export: {manifest['name']}",
         "",
-        f"Source: `{src['checkpoint']}` ({src['framework']}, {src['model']}), weights sha256 `{src['weights_sha256']}`; "
-        f"{src['params']:,} parameters, {src['macs'] / 1e6:.1f} M MACs per input."
+        f"Source: {origin}; {src['params']:,} parameters, {src['macs'] / 1e6:.1f} M MACs per input."
         + (" Pruned (keep-lists in manifest.json)." if src.get("pruning") else ""),
+        f"Input `{inp['name']}`: {inp['layout']} {inp['shape']} in the source model and the ONNX files, "
+        f"{inp['tflite_layout']} {inp['tflite_shape']} in the TFLite files.",
         f"Parity: {manifest['evaluation']['n']} held-out samples, each artifact run in its own runtime "
         f"(LiteRT with {manifest['num_threads']} thread(s), onnxruntime CPU) against the source model's probabilities. "
         f"Calibration: {manifest['calibration']['n']} samples.",

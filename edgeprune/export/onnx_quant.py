@@ -21,7 +21,7 @@ def to_fp16(src: Path, dst: Path) -> Path:
 
 
 class _Reader:
-    """CalibrationDataReader over [N, 1, 40, 500] float32 samples, one at a time."""
+    """CalibrationDataReader over float32 samples [N, ...] in the ONNX input's layout, one at a time."""
 
     def __init__(self, name: str, x: np.ndarray) -> None:
         self.name, self.x, self.i = name, np.ascontiguousarray(x, dtype=np.float32), 0
@@ -49,10 +49,10 @@ def _preprocessed(src: Path, work: Path) -> Path:
         return pre
 
 
-def to_int8_static(src: Path, dst: Path, calib_nchw: np.ndarray, input_name: str, work: Path) -> Path:
+def to_int8_static(src: Path, dst: Path, calib: np.ndarray, input_name: str, work: Path) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    reader = type("Reader", (_Reader, CalibrationDataReader), {})(input_name, calib_nchw)
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(input_name, calib)
     pre = _preprocessed(src, work)
     try:
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,

@@ -25,21 +25,21 @@ def _quant(detail: dict[str, Any]) -> tuple[float, int]:
     return float(scale), int(zp)
 
 
-def run_tflite(path: Path, x_nhwc: np.ndarray, num_threads: int = 1) -> np.ndarray:
-    """Probabilities [N, classes], one sample at a time (the models are batch 1); int8 inputs are quantized and
-    int8 outputs dequantized with the tensors' own scale and zero point."""
+def run_tflite(path: Path, x: np.ndarray, num_threads: int = 1) -> np.ndarray:
+    """Probabilities [N, classes] for float samples `x` in the file's input layout, one at a time (the models are
+    batch 1); int8 inputs are quantized and int8 outputs dequantized with the tensors' own scale and zero point."""
     interp = tflite_interpreter(path, num_threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    if list(inp["shape"][1:]) != list(x_nhwc.shape[1:]):
-        raise ValueError(f"{Path(path).name} takes {list(inp['shape'])}, data is {list(x_nhwc.shape)}")
+    if list(inp["shape"][1:]) != list(x.shape[1:]):
+        raise ValueError(f"{Path(path).name} takes {list(inp['shape'])}, data is {list(x.shape)}")
     results = []
-    for i in range(len(x_nhwc)):
-        x = x_nhwc[i : i + 1].astype(np.float32)
+    for i in range(len(x)):
+        sample = x[i : i + 1].astype(np.float32)
         if inp["dtype"] in (np.int8, np.uint8):
             scale, zp = _quant(inp)
             info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale) + zp, info.min, info.max).astype(inp["dtype"])
-        interp.set_tensor(inp["index"], x)
+            sample = np.clip(np.round(sample / scale) + zp, info.min, info.max).astype(inp["dtype"])
+        interp.set_tensor(inp["index"], sample)
         interp.invoke()
         y = interp.get_tensor(out["index"])
         if out["dtype"] in (np.int8, np.uint8):
@@ -58,12 +58,13 @@ def onnx_session(path: Path, num_threads: int = 1):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(path: Path, x_nchw: np.ndarray, num_threads: int = 1, batch: int = 32) -> np.ndarray:
+def run_onnx(path: Path, x: np.ndarray, num_threads: int = 1, batch: int = 32) -> np.ndarray:
+    """Outputs [N, classes] for float samples `x` in the file's input layout (the PyTorch model's own)."""
     sess = onnx_session(path, num_threads)
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
     step = batch if not isinstance(fixed, int) else fixed
-    outs = [sess.run(None, {name: x_nchw[i : i + step].astype(np.float32)})[0] for i in range(0, len(x_nchw), step)]
+    outs = [sess.run(None, {name: x[i : i + step].astype(np.float32)})[0] for i in range(0, len(x), step)]
     return np.concatenate(outs).astype(np.float32)
 
 
@@ -106,7 +107,8 @@ def onnx_ops(path: Path) -> Counter:
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
-def tflite_io(path: Path) -> dict[str, list[dict[str, Any]]]:
+def tflite_io(path: Path, layout: str) -> dict[str, list[dict[str, Any]]]:
+    """Input and output tensors (name, shape, dtype; int8 scale and zero point), the input's `layout` recorded."""
     interp = tflite_interpreter(path, 1)
 
     def row(d: dict[str, Any]) -> dict[str, Any]:
@@ -116,16 +118,17 @@ def tflite_io(path: Path) -> dict[str, list[dict[str, Any]]]:
             r.update(scale=scale, zero_point=zp)
         return r
 
-    return {"inputs": [dict(row(d), layout="NHWC") for d in interp.get_input_details()],
+    return {"inputs": [dict(row(d), layout=layout) for d in interp.get_input_details()],
             "outputs": [row(d) for d in interp.get_output_details()]}
 
 
-def onnx_io(path: Path) -> dict[str, list[dict[str, Any]]]:
+def onnx_io(path: Path, layout: str) -> dict[str, list[dict[str, Any]]]:
+    """As tflite_io, for an ONNX file (a symbolic batch axis shows as its name, e.g. "N")."""
     sess = onnx_session(path, 1)
 
     def row(a) -> dict[str, Any]:
         dtype = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8"}.get(a.type, a.type)
         return {"name": a.name, "shape": [s if isinstance(s, int) else str(s) for s in a.shape], "dtype": dtype}
 
-    return {"inputs": [dict(row(a), layout="NCHW") for a in sess.get_inputs()],
+    return {"inputs": [dict(row(a), layout=layout) for a in sess.get_inputs()],
             "outputs": [row(a) for a in sess.get_outputs()]}

@@ -1,4 +1,5 @@
-"""Keras 3 (TensorFlow backend) adapter. Inputs are channels-last: [N, 40, 500] becomes [N, 40, 500, 1]."""
+"""Keras 3 (TensorFlow backend) adapter. Training and evaluation take log-mel features [N, 40, 500] and make them
+channels-last [N, 40, 500, 1]; export feeds inputs already in the model's own layout (forward_proba)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,17 @@ def to_input(x: np.ndarray) -> np.ndarray:
 
 
 def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Class probabilities [N, classes] (the Keras twins end in softmax)."""
+    """Class probabilities [N, classes] from log-mel features [N, 40, 500] (the Keras twins end in softmax)."""
+    return forward_proba(model, x[..., None], batch_size)
+
+
+def forward_proba(model: keras.Model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """The model's outputs (probabilities for models ending in softmax, as Keras classifiers do) for inputs
+    already in its own layout [N, *input shape]."""
     out = []
     for i in range(0, len(x), batch_size):
-        out.append(np.asarray(model(to_input(x[i : i + batch_size]), training=False)))
+        batch = np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)
+        out.append(np.asarray(model(batch, training=False)))
     return np.concatenate(out).astype(np.float32)
 
 

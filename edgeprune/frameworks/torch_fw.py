@@ -1,4 +1,5 @@
-"""PyTorch adapter. Inputs are channels-first: [N, 40, 500] features become [N, 1, 40, 500]."""
+"""PyTorch adapter. Training and evaluation take log-mel features [N, 40, 500] and make them channels-first
+[N, 1, 40, 500]; export feeds inputs already in the model's own layout (forward_proba)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,18 @@ def to_input(x: np.ndarray) -> torch.Tensor:
 
 
 def predict_proba(model: torch.nn.Module, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Class probabilities [N, classes] in eval mode."""
+    """Class probabilities [N, classes] in eval mode, from log-mel features [N, 40, 500]."""
+    return forward_proba(model, x[:, None], batch_size)
+
+
+def forward_proba(model: torch.nn.Module, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Softmax of the model's outputs in eval mode, for inputs already in its own layout [N, *input shape]."""
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            out.append(F.softmax(model(to_input(x[i : i + batch_size])), dim=1).numpy())
+            batch = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32))
+            out.append(F.softmax(model(batch), dim=1).numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -85,13 +92,17 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def layer_rows(model: torch.nn.Module, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:
-    """One row per leaf module that ran: name, type, output shape, params and MACs (conv and linear)."""
+    """One row per leaf module that ran: name, type, output shape (the first of several), params and MACs (conv and
+    linear only: recurrent and attention arithmetic is not counted)."""
     rows: list[dict[str, Any]] = []
     hooks = []
 
     def hook(name):
         def fn(mod, inp, out):
-            shape = tuple(out.shape[1:])
+            first = out[0] if isinstance(out, (tuple, list)) else out  # LSTM / GRU return (output, state)
+            if not isinstance(first, torch.Tensor):
+                return
+            shape = tuple(first.shape[1:])
             macs = 0
             if isinstance(mod, torch.nn.Conv2d) or isinstance(mod, torch.nn.Conv1d):
                 macs = out.numel() // out.shape[0] * (mod.weight[0].numel())

@@ -1,5 +1,6 @@
-"""Model architectures, registered by name for both frameworks."""
+"""Model architectures, registered by name for both frameworks, and the input spec each one takes."""
 
-from edgeprune.models.registry import arch_spec, build, get_entry, list_models
+from edgeprune.models.input_spec import InputSpec
+from edgeprune.models.registry import arch_spec, build, get_entry, input_spec, list_models
 
-__all__ = ["arch_spec", "build", "get_entry", "list_models"]
+__all__ = ["InputSpec", "arch_spec", "build", "get_entry", "input_spec", "list_models"]

@@ -13,7 +13,8 @@ softmax for predictions.
 
 from __future__ import annotations
 
-from edgeprune.models.registry import register
+from edgeprune.models.input_spec import InputSpec
+from edgeprune.models.registry import register, register_input
 
 NAME = "dcase2021_baseline"
 DEFAULTS = dict(conv1=16, conv2=16, conv3=32, dense1=100, n_classes=10, n_mels=40, n_frames=500, dropout=0.3)
@@ -72,3 +73,12 @@ def build_keras(conv1, conv2, conv3, dense1, n_classes, n_mels, n_frames, dropou
     x = L.Dropout(dropout, name="drop3")(L.Dense(dense1, activation="relu", name="dense1")(x))
     outputs = L.Dense(n_classes, activation="softmax", name="dense2")(x)
     return keras.Model(inputs, outputs, name=NAME)
+
+
+@register_input(NAME)
+def input_spec(args: dict, framework: str) -> InputSpec:
+    """Log-mel [n_mels, n_frames] with a unit channel axis: NCHW in PyTorch, NHWC in Keras. TFLite gets NHWC either
+    way (onnx2tf's channels-last form of NCHW), so both twins' files take the same [1, 40, 500, 1] input."""
+    if framework == "torch":
+        return InputSpec((1, args["n_mels"], args["n_frames"]), "NCHW", name="logmel")
+    return InputSpec((args["n_mels"], args["n_frames"], 1), "NHWC", name="logmel")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.models.input_spec import InputSpec
 
 FRAMEWORKS = ("torch", "keras")
 
@@ -19,6 +20,7 @@ class ModelEntry:
     description: str
     defaults: dict[str, Any]
     builders: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    input_spec: Callable[[dict[str, Any], str], InputSpec] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -30,6 +32,17 @@ def register(name: str, description: str, defaults: dict[str, Any], framework: s
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         entry = _REGISTRY.setdefault(name, ModelEntry(name, description, dict(defaults)))
         entry.builders[framework] = fn
+        return fn
+
+    return wrap
+
+
+def register_input(name: str):
+    """Decorator: register `fn(args, framework) -> InputSpec`, the input of model `name` built from `args`
+    (below the model's builders, which create its entry)."""
+
+    def wrap(fn: Callable[[dict[str, Any], str], InputSpec]) -> Callable[[dict[str, Any], str], InputSpec]:
+        _REGISTRY[name].input_spec = fn
         return fn
 
     return wrap
@@ -67,6 +80,17 @@ def build(spec: dict[str, Any], framework: str) -> Any:
         raise EdgepruneError(f"model '{entry.name}' has no {framework} implementation")
     args = {**entry.defaults, **spec.get("args", {})}
     return entry.builders[framework](**args)
+
+
+def input_spec(spec: dict[str, Any], framework: str) -> InputSpec:
+    """The input of the model an architecture spec builds in `framework` (shape, layout, tensor name)."""
+    if framework not in FRAMEWORKS:
+        raise EdgepruneError(f"unknown framework '{framework}'; expected one of {', '.join(FRAMEWORKS)}")
+    entry = get_entry(spec["model"])
+    if entry.input_spec is None:
+        raise EdgepruneError(f"model '{entry.name}' registers no input spec; export it with export_model(model, "
+                             "InputSpec(...)) instead")
+    return entry.input_spec({**entry.defaults, **spec.get("args", {})}, framework)
 
 
 def _load_builtin() -> None:
