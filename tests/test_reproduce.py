@@ -98,7 +98,7 @@ def test_changed_settings_in_the_same_work_folder_are_refused(tiny_run):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--devices", "toaster"], "unknown toaster"),
+    (["--devices", "toaster"], "unknown device 'toaster'"),
     (["--checkpoint", "no/such/checkpoint"], "no/such/checkpoint"),
     (["--finetune-epochs", "0"], "at least 1"),
 ])
