@@ -243,19 +243,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cli_report(argv: list[str]) -> int:
-    """Standalone entry point with the main CLI's error convention (one line on stderr, exit status 2)."""
-    parser = argparse.ArgumentParser(prog="edgeprune report")
-    parser.add_argument("--debug", action="store_true")
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        cmd_report(args)
-    except EdgepruneError as exc:
-        if args.debug:
-            raise
-        print(f"edgeprune: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    """`edgeprune report ARGS` as a function (the main CLI's parser and error convention)."""
+    from edgeprune.cli import main
+
+    return main(["report", *argv])
 
 
 if __name__ == "__main__":
