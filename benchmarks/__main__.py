@@ -150,7 +150,8 @@ def main(argv: List[str] = None) -> int:
                 results.append(r)
                 if not r.get("ok"):
                     print(f"[bench] FAILED {path}: {r.get('error')}", flush=True)
-    out = {"schema": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
+    out = {"schema": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "command": shlex.join(["python", "-m", "benchmarks"] + sys.argv[1:]),  # re-runnable as written
            "device": device_fingerprint(), "emulated": args.emulated, "outputs_dir": outputs_dir,
            "seconds": round(time.time() - started, 1), "results": results}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

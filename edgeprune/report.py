@@ -1,12 +1,7 @@
 """`edgeprune report`: merge benchmark result files (schema 1, from `python -m benchmarks`) into one table and a
 size-vs-latency plot.
 
-Hook it into edgeprune/cli.py's build_parser (before `return parser`):
-
-    from edgeprune.report import add_report_parser
-    add_report_parser(sub)
-
-or run it alone: `python -m edgeprune.report RESULTS.json ... --out STEM`.
+Registered in edgeprune/cli.py; also runs alone: `python -m edgeprune.report RESULTS.json ... --out STEM`.
 
 Writes STEM.md, STEM.csv, STEM.json and STEM.png. Results can come from different devices (each file carries its
 device fingerprint). Emulated timings (a runner marks them with `"emulated": true` on the file, its device or one

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ def test_results_follow_the_schema(results):
     data, out = results
     assert data["schema"] == 1 and {"cpu", "cores", "os", "python", "runtimes"} <= set(data["device"])
     assert "ai-edge-litert" in data["device"]["runtimes"]
+    # the recorded command re-runs as written
+    assert shlex.split(data["command"])[:3] == ["python", "-m", "benchmarks"]
+    assert shlex.split(data["command"])[-2:] == ["--out", str(out)]
     # 4 tflite x XNNPACK on/off + 4 onnx, one thread each
     assert len(data["results"]) == 12
     for r in data["results"]:

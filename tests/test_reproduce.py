@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import subprocess
 import sys
 
@@ -49,6 +50,20 @@ def test_tiny_run_writes_the_table_in_the_seeds_layout(tiny_run):
     c1 = next(line for line in lines if line["row"] == "C1")
     assert float(c1["seed_kb_fp32"]) == SEED["C1"]["kb_fp32"]
     assert float(c1["diff_kb_fp32"]) == pytest.approx(float(c1["kb_fp32"]) - SEED["C1"]["kb_fp32"], abs=0.01)
+
+
+def test_the_recorded_command_parses_back_to_the_same_run(tiny_run):
+    from edgeprune.cli import build_parser
+    from edgeprune.reproduce.cli import settings_from_args
+
+    tmp, doc, _, _ = tiny_run
+    argv = shlex.split(doc["command"])
+    assert argv[:3] == ["edgeprune", "reproduce", "dcase-table"]
+    args = build_parser().parse_args(argv[1:])
+    settings = settings_from_args(args).to_json()
+    assert settings == doc["settings"]
+    assert settings["bench_runs"] == 3 and "--bench-runs 3" in doc["command"]
+    assert (args.work, args.out) == (str(tmp / "work"), str(tmp / "table"))
 
 
 def test_tiny_run_prunes_only_the_rows_layers_with_the_passive_rule(tiny_run):

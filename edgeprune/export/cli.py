@@ -1,11 +1,6 @@
 """`edgeprune export`: the CLI front of edgeprune.export.export.
 
-Hook it into edgeprune/cli.py's build_parser (before `return parser`):
-
-    from edgeprune.export.cli import add_export_parser
-    add_export_parser(sub)
-
-or run it alone: `python -m edgeprune.export.cli CKPT ...`.
+Registered in edgeprune/cli.py; also runs alone: `python -m edgeprune.export.cli CKPT ...`.
 """
 
 from __future__ import annotations

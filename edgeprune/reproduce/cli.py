@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.reproduce.dcase_table import DEFAULT_OUT
 
 JOBS = ("dcase-table",)
 
@@ -28,21 +29,29 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
                    help="export parity gate, as for `edgeprune export`")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", help="work folder with every step's files (default runs/reproduce/...)")
-    p.add_argument("--out", default="benchmarks/results/dcase_table", help="results stem: OUT.md/.csv/.json/.png")
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help=f"results stem: OUT.md/.csv/.json/.png, rewritten on every run (default {DEFAULT_OUT})")
     p.add_argument("--force", action="store_true", help="start over: delete the work folder first")
     p.set_defaults(func=cmd_reproduce)
     return p
 
 
-def cmd_reproduce(args: argparse.Namespace) -> None:
+def settings_from_args(args: argparse.Namespace):
+    """The run's Settings from parsed arguments (the results file's command line parses back to the same)."""
     from edgeprune.export.cli import _thresholds
-    from edgeprune.reproduce.dcase_table import Settings, default_work, run
+    from edgeprune.reproduce.dcase_table import Settings
 
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     if args.bench_runs < 1:
         raise EdgepruneError(f"--bench-runs {args.bench_runs}: must be at least 1")
-    settings = Settings(data=args.data, profile=args.profile, framework=args.framework, checkpoint=args.checkpoint,
-                        seed=args.seed, calib=args.calib, finetune_epochs=args.finetune_epochs, devices=devices,
-                        bench_runs=args.bench_runs, thresholds=_thresholds(args.threshold))
+    return Settings(data=args.data, profile=args.profile, framework=args.framework, checkpoint=args.checkpoint,
+                    seed=args.seed, calib=args.calib, finetune_epochs=args.finetune_epochs,
+                    devices=[d.strip() for d in args.devices.split(",") if d.strip()],
+                    bench_runs=args.bench_runs, thresholds=_thresholds(args.threshold))
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from edgeprune.reproduce.dcase_table import default_work, run
+
+    settings = settings_from_args(args)
     work = Path(args.work) if args.work else default_work(settings)
     run(settings, work, Path(args.out), force=args.force)

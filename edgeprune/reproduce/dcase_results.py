@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def seed_params() -> dict[str, int]:
 
 def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: dict[str, list[int]],
           recovery: dict[str, Any], exports: dict[str, Any], bench: dict[str, Any], seconds: dict[str, float],
-          wall_seconds: float) -> dict[str, Any]:
+          wall_seconds: float, work: Path | None = None, out: Path | None = None) -> dict[str, Any]:
     """The results document: our rows, the seed's, differences, relations, size comparison, step times."""
     rows = []
     for name, layers in [("baseline", ())] + ROWS:
@@ -74,7 +75,7 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
         "devices": {d: {"emulated": b["emulated"], "fingerprint": b.get("fingerprint"), "results_file": b.get("file")}
                     for d, b in bench.items()},
         "step_seconds": seconds, "wall_seconds": wall_seconds,
-        "command": _command(settings),
+        "command": _command(settings, work, out),
     }
 
 
@@ -88,15 +89,23 @@ def _agreement(agreement: dict[str, Any] | None, key: str, result: dict[str, Any
     return (f"yes ({a['clips']} clips, {diff})" if a["ok"] else f"NO: {a.get('why')}")
 
 
-def _command(settings) -> str:
+def _command(settings, work: Path | None, out: Path | None) -> str:
+    """The command line that reproduces this run: every setting that differs from its default, as a flag."""
+    from edgeprune.reproduce.dcase_table import DEFAULT_OUT, Settings, default_work
+
+    default = Settings(profile=settings.profile)
     parts = ["edgeprune reproduce dcase-table", f"--profile {settings.profile}"]
-    if settings.data != "synthetic":
-        parts.append(f"--data {settings.data}")
-    if settings.checkpoint:
-        parts.append(f"--checkpoint {settings.checkpoint}")
-    if settings.framework != "keras":
-        parts.append(f"--framework {settings.framework}")
+    for name, flag in (("data", "--data"), ("checkpoint", "--checkpoint"), ("framework", "--framework"),
+                       ("finetune_epochs", "--finetune-epochs"), ("calib", "--calib"), ("bench_runs", "--bench-runs"),
+                       ("seed", "--seed")):
+        if getattr(settings, name) != getattr(default, name):
+            parts.append(f"{flag} {shlex.quote(str(getattr(settings, name)))}")
+    parts += [f"--threshold {k}={v}" for k, v in sorted(settings.thresholds.items())]
     parts.append(f"--devices {','.join(settings.devices)}")
+    if work is not None and Path(work) != default_work(settings):
+        parts.append(f"--work {shlex.quote(str(work))}")
+    if out is not None and Path(out) != DEFAULT_OUT:
+        parts.append(f"--out {shlex.quote(str(out))}")
     return " ".join(parts)
 
 
@@ -114,8 +123,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# {doc['title']}", "",
         f"Command: `{doc['command']}`  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}.  ",
-        f"Data: {doc['data'].get('source')}, test split {b['n']} clips. Wall time {doc['wall_seconds'] / 60:.1f} min "
-        "(steps below; a resumed run keeps each step's first time).", "",
+        f"Data: {doc['data'].get('source')}, test split {b['n']} clips. Wall time "
+        f"{sum(doc['step_seconds'].values()) / 60:.1f} min, the sum of the steps below (each step's first run; this "
+        f"invocation took {doc['wall_seconds'] / 60:.1f} min).", "",
         f"Baseline (unpruned): {b['accuracy_pct']:.2f} % test accuracy, log-loss {b['log_loss']:.3f}, "
         f"{b['params']:,} parameters (seed: {doc['seed_baseline']['accuracy']} %, log-loss "
         f"{doc['seed_baseline']['log_loss']}, on the real DCASE 2021 1a data).", "",

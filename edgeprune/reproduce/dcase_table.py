@@ -36,6 +36,7 @@ BASELINE = "baseline"
 # --finetune-epochs 30 gives the seed's count.
 FINETUNE_EPOCHS = {"quick": 3, "full": 10}
 EMULATED_CLIPS = 8
+DEFAULT_OUT = Path("benchmarks/results/dcase_table")
 
 
 @dataclass
@@ -132,7 +133,7 @@ def run(settings: Settings, work: Path, out: Path, force: bool = False, progress
                                   outputs=(stem.with_suffix(".json"),))
 
     doc = dcase_results.build(settings, data.info, baseline, kept, recovery, exports, bench, steps.seconds(),
-                              wall_seconds=round(time.time() - started, 1))
+                              wall_seconds=round(time.time() - started, 1), work=work, out=Path(out))
     dcase_results.write(doc, Path(out))
     steps.say(f"wrote {out}.md, .csv, .json, .png")
     return doc
