@@ -30,12 +30,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
+import benchmarks
 from devices import aarch64
 from devices.errors import DeviceError, ProfileError, RunnerError
 from devices.profiles import Profile, emulated, get_profile, load_profiles
 
-REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = REPO / "benchmarks"  # the suite sits beside devices/ in the checkout
+# The suite's package, wherever it is installed (a checkout, or site-packages beside devices/); `python -m
+# benchmarks` runs from the folder that holds it.
+BENCHMARKS = Path(benchmarks.__file__).resolve().parent
+REPO = BENCHMARKS.parent
 MODEL_SUFFIXES = (".tflite", ".onnx")
 Log = Callable[[str], None]
 

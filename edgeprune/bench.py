@@ -1,28 +1,19 @@
 """`edgeprune bench`: run the benchmark suite on a target (this machine, a board over SSH, or a board emulated
 under qemu) through devices/, and optionally check that its outputs agree with another run's.
-
-Also runs alone: `python -m edgeprune.bench BUNDLE ... --device rpi4-emulated`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
 
-CHECKOUT = Path(__file__).resolve().parents[1]
-
-
 def load_devices():
-    """devices/ sits beside edgeprune/ and benchmarks/ in the checkout (it runs benchmarks/ from there), and is not
-    an installed package: make the checkout importable when the `edgeprune` script runs from elsewhere."""
-    if str(CHECKOUT) not in sys.path:
-        sys.path.insert(0, str(CHECKOUT))  # first: a PyPI package called `devices` must not win
+    """devices/ (targets and runners), installed beside edgeprune and benchmarks/."""
     import devices
 
     return devices
@@ -149,14 +140,3 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if failed:
         raise EdgepruneError(f"{len(failed)} of {len(data['results'])} models failed on {runner.target} (first: "
                              f"{failed[0].get('error')}); see {result}")
-
-
-def cli_bench(argv: list[str]) -> int:
-    """`edgeprune bench ARGS` as a function (the main CLI's parser and error convention)."""
-    from edgeprune.cli import main
-
-    return main(["bench", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(cli_bench(sys.argv[1:]))

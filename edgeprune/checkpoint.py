@@ -1,16 +1,21 @@
-"""Checkpoints: a folder with the weights as named numpy arrays and a JSON architecture spec. Never a pickle.
+"""Checkpoints: a folder with the weights as named numpy arrays and a JSON spec. Never a pickle.
 
-    CKPT/spec.json    {"format": 1, "framework": "torch", "arch": {"model": ..., "args": {...}}, "classes": [...],
-                       "weights_sha256": ..., plus free-form provenance: data, profile, training history}
+    CKPT/spec.json    {"format": 2, "framework": "torch", "arch": {"model": ..., "task": ..., "args": {...}},
+                       "classes": [...] or null, "transforms": [...], "params": ..., "weights_sha256": ...,
+                       plus free-form provenance: data, profile, training and fine-tuning history}
     CKPT/weights.npz  every weight and statistic, by the framework's own names (state_dict keys, Keras paths)
+    CKPT/scores_K.json the scores that chose transform K (when it was chosen by a criterion)
 
-A pruned model keeps its parent's "arch" and adds "pruning": {"keep": {layer: [kept channel indices]}, ...};
-loading builds the parent architecture, replays the keep-lists with the same surgery, then loads the weights.
-That works for any model the surgery can prune, in either framework, and never pickles a module.
+"arch" is the PARENT architecture, "transforms" the ordered compression steps applied to it (see
+`edgeprune.pruning.transforms`); loading builds the parent, replays the transforms, then loads the weights. A
+compressed checkpoint compressed again appends to the list. Format-1 checkpoints (a "pruning" entry with keep-lists,
+no task) still load: their keep-lists are one channels transform and their task is the model's default.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +26,12 @@ import numpy as np
 from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import atomic_path, read_json, sha256_file
 from edgeprune.frameworks import get_adapter
-from edgeprune.models import build
+from edgeprune.models import build, input_specs, task_of
+from edgeprune.models.input_spec import InputSpec
+from edgeprune.pruning.transforms import Transform, replay
+from edgeprune.tasks import Task
 
-FORMAT = 1
+FORMAT = 2
 SPEC_FILE, WEIGHTS_FILE = "spec.json", "weights.npz"
 
 
@@ -41,29 +49,59 @@ class Checkpoint:
         return self.spec["arch"]
 
     @property
-    def classes(self) -> list[str]:
-        return self.spec["classes"]
+    def task(self) -> Task:
+        return task_of(self.arch)
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.spec.get("classes")
+
+    @property
+    def transforms(self) -> list[Transform]:
+        return transforms_of(self.spec, self.path)
+
+    @property
+    def inputs(self) -> list[InputSpec]:
+        """The model's inputs in its framework's layout."""
+        return input_specs(self.arch, self.framework)
 
 
-def save(path: Path, model: Any, framework: str, arch: dict[str, Any], classes: list[str],
-         extra: dict[str, Any] | None = None, force: bool = False, files: dict[str, Any] | None = None) -> Path:
+def transforms_of(spec: dict[str, Any], where: Path | str = "") -> list[Transform]:
+    """The transform list of a spec (format 1: its keep-lists as one channels transform)."""
+    items = spec.get("transforms")
+    if items is None:
+        pruning = spec.get("pruning") or {}
+        if not pruning.get("keep"):
+            return []
+        record = {k: v for k, v in pruning.items() if k != "keep"}
+        return [Transform("channels", {"keep": pruning["keep"]}, record)]
+    if not isinstance(items, list):
+        raise EdgepruneError(f"{where}: 'transforms' must be a list")
+    return [Transform.from_json(t, f"{where}: transforms[{i}]") for i, t in enumerate(items)]
+
+
+def save(path: Path, model: Any, framework: str, arch: dict[str, Any], classes: list[str] | None,
+         transforms: list[Transform] | None = None, extra: dict[str, Any] | None = None, force: bool = False,
+         files: dict[str, Any] | None = None, copies: dict[str, Path] | None = None) -> Path:
     """Write a checkpoint folder atomically; refuses to replace an existing one unless `force`.
 
-    `extra` is merged into the spec (training history, data provenance, and "pruning" for pruned models);
-    `files` are written beside it as JSON (e.g. the pruning table).
+    `extra` is merged into the spec (training history, data provenance); `files` are written beside it as JSON
+    (e.g. the pruning table, computed scores); `copies` are files copied in under the given names (a scores file).
     """
-    import json
-
     adapter = get_adapter(framework)
     path = Path(path)
     with atomic_path(path, force=force, is_dir=True) as tmp:
         np.savez(tmp / WEIGHTS_FILE, **adapter.get_weights(model))
-        spec = {"format": FORMAT, "framework": framework, "arch": arch, "classes": list(classes),
+        spec = {"format": FORMAT, "framework": framework, "arch": {**arch, "task": task_of(arch).name},
+                "classes": None if classes is None else list(classes),
+                "transforms": [t.to_json() for t in transforms or []],
                 "params": adapter.count_params(model), "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
                 **(extra or {})}
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         for name, content in (files or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
+        for name, src in (copies or {}).items():
+            shutil.copyfile(src, tmp / name)
     return path
 
 
@@ -73,9 +111,11 @@ def read_spec(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise EdgepruneError(f"checkpoint not found: {path} (expected a folder with {SPEC_FILE} and {WEIGHTS_FILE})")
     spec = read_json(path / SPEC_FILE, what="checkpoint spec")
-    for key in ("framework", "arch", "classes"):
+    for key in ("framework", "arch"):
         if not isinstance(spec, dict) or key not in spec:
             raise EdgepruneError(f"{path / SPEC_FILE}: missing '{key}'; not an edgeprune checkpoint spec")
+    if not isinstance(spec["arch"], dict) or "model" not in spec["arch"]:
+        raise EdgepruneError(f"{path / SPEC_FILE}: 'arch' has no 'model'; not an edgeprune checkpoint spec")
     if spec.get("format", FORMAT) > FORMAT:
         raise EdgepruneError(f"{path / SPEC_FILE}: format {spec['format']} is newer than this edgeprune reads ({FORMAT})")
     return spec
@@ -101,24 +141,18 @@ def load(path: Path, framework: str | None = None) -> Checkpoint:
     weights = read_weights(path)
     saved_fw = spec["framework"]
     target = framework or saved_fw
-    source = str(path / WEIGHTS_FILE)
-    model = _rebuild(spec, saved_fw)
-    get_adapter(saved_fw).set_weights(model, weights, source=source)
+    model = rebuild(spec, saved_fw, path)
+    get_adapter(saved_fw).set_weights(model, weights, source=str(path / WEIGHTS_FILE))
     if target != saved_fw:
         from edgeprune.transfer import transfer_weights
 
-        twin = _rebuild(spec, target)
+        twin = rebuild(spec, target, path)
         transfer_weights(model, twin)
         model = twin
     return Checkpoint(model, target, spec, path)
 
 
-def _rebuild(spec: dict[str, Any], framework: str) -> Any:
-    """The architecture of a checkpoint, pruned by its keep-lists when it has them (weights not loaded)."""
+def rebuild(spec: dict[str, Any], framework: str, where: Path | str = "") -> Any:
+    """The architecture of a checkpoint with its transforms replayed (weights not loaded)."""
     model = build(spec["arch"], framework)
-    keep = spec.get("pruning", {}).get("keep")
-    if keep:
-        from edgeprune.pruning.api import apply_keep
-
-        model, _ = apply_keep(model, framework, spec["arch"], keep)
-    return model
+    return replay(model, framework, spec["arch"], transforms_of(spec, where), where=str(where))

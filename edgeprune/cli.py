@@ -17,20 +17,32 @@ DEFAULT_MODEL = "dcase2021_baseline"
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="synthetic",
-                   help="'synthetic' (generated, cached) or a folder with X_train.npy, Y_train.npy, X_test.npy, ...")
+                   help="'synthetic' (generated for the task, cached) or a folder of real data: the DCASE X_/Y_ .npy "
+                        "layout (scenes), a Speech Commands folder (keywords), train/validation/test folders of "
+                        "air/bone/clean .wav (enhancement), or edgeprune's own layout (any task)")
     p.add_argument("--profile", default="quick", help="tiny | quick | full (data size and epochs; default quick)")
 
 
+def _summary(report: dict, task) -> str:
+    """'accuracy 0.6533, log-loss 1.2345' for the task's metrics present in a report."""
+    shown = [(k, report.get(k)) for k in task.metric_names()]
+    return ", ".join(f"{k.replace('_', '-')} {v:.4f}" for k, v in shown if isinstance(v, (int, float)))
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    from edgeprune.models import get_entry
+    from edgeprune.tasks import get_task
     from edgeprune.training import run
     from edgeprune.training.profiles import get_profile
 
     profile = get_profile(args.profile)
-    out = Path(args.out or f"runs/{args.model}-{args.framework}")
-    data = run.data_for(args.data, profile)
-    summary = run.train(args.model, args.framework, data, profile, out, seed=args.seed, force=args.force)
-    print(f"saved {out}  (best epoch {summary['best_epoch']}, validation accuracy "
-          f"{summary['validation']['accuracy']:.3f}, log-loss {summary['validation']['log_loss']:.3f})")
+    task = get_task(args.task or get_entry(args.model).tasks[0])
+    out = Path(args.out or f"runs/{args.model}-{task.name}-{args.framework}")
+    data = run.data_for(args.data, profile, task=task)
+    summary = run.train(args.model, args.framework, data, profile, out, seed=args.seed, force=args.force,
+                        task=task.name)
+    print(f"saved {out}  (best epoch {summary['best_epoch']}, validation {_summary(summary['validation'], task)}; "
+          f"{summary['train_seconds']:.0f} s of training)")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -43,12 +55,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.out:
         refuse_overwrite(Path(args.out), args.force)
     ckpt = checkpoint.load(Path(args.checkpoint), framework=args.framework)
-    data = run.data_for(args.data, get_profile(args.profile))
-    report = run.evaluate(ckpt, data, args.split)
-    print(f"{ckpt.path} ({ckpt.framework}) on {args.split} ({report['n']} clips): "
-          f"accuracy {report['accuracy']:.4f}, log-loss {report['log_loss']:.4f}")
-    rows = [{"class": c, "accuracy": a} for c, a in report["per_class_accuracy"].items()]
-    print(markdown_table(rows, ["class", "accuracy"]))
+    data = run.data_for(args.data, get_profile(args.profile), task=ckpt.task)
+    report = run.evaluate(ckpt, data, args.split, full=not args.fast)
+    print(f"{ckpt.path} ({ckpt.framework}, {ckpt.task.name}) on {args.split} ({report['n']} samples): "
+          f"{_summary(report, ckpt.task)}")
+    if "per_class_accuracy" in report:
+        rows = [{"class": c, "accuracy": a} for c, a in report["per_class_accuracy"].items()]
+        print(markdown_table(rows, ["class", "accuracy"]))
+    else:
+        keys = [k for k, v in report.items() if isinstance(v, (int, float)) and k not in ("n", "seconds")]
+        print(markdown_table([{"metric": k, "value": report[k]} for k in keys], ["metric", "value"]))
     if args.out:
         write_json(Path(args.out), report, force=args.force)
         print(f"wrote {args.out}")
@@ -57,21 +73,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     from edgeprune import checkpoint
     from edgeprune.models import arch_spec, build
+    from edgeprune.models.measure import describe
     from edgeprune.tables import markdown_table
-    from edgeprune.training.run import describe
 
     target = args.target
     if Path(target).exists():
         ckpt = checkpoint.load(Path(target), framework=args.framework)
         model, framework, arch = ckpt.model, ckpt.framework, ckpt.arch
     else:
-        framework, arch = args.framework or "torch", arch_spec(target)
+        framework, arch = args.framework or "torch", arch_spec(target, args.task)
         model = build(arch, framework)
     info = describe(model, framework, arch)
     if args.json:
         print(json.dumps(info, indent=2))
         return
-    print(f"{info['model']} ({framework}): {info['params']:,} parameters, {info['macs'] / 1e6:.1f} M MACs per input")
+    print(f"{info['model']} ({framework}, {info['task']}): {info['params']:,} parameters, "
+          f"{info['macs'] / 1e6:.1f} M MACs per input")
     print(markdown_table(info["layers"], ["name", "type", "output", "params", "macs"]))
 
 
@@ -79,7 +96,17 @@ def cmd_models(args: argparse.Namespace) -> None:
     from edgeprune.models import list_models
 
     for entry in list_models():
-        print(f"{entry.name}: {entry.description} [{', '.join(sorted(entry.builders))}]")
+        print(f"{entry.name}: {entry.description} [tasks: {', '.join(entry.tasks)}; "
+              f"{', '.join(sorted(entry.builders))}]")
+
+
+def cmd_tasks(args: argparse.Namespace) -> None:
+    from edgeprune.tasks import list_tasks
+
+    for task in list_tasks():
+        inputs = ", ".join(f"{f.name} [{', '.join(map(str, f.shape))}] ({f.axes})" for f in task.inputs)
+        print(f"{task.name}: {task.description}; inputs {inputs}; output {task.output.name} ({task.output.kind}); "
+              f"loss {task.loss}; best epoch by {task.select} ({task.select_mode})")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -89,15 +116,21 @@ def cmd_data(args: argparse.Namespace) -> None:
     from edgeprune.training import run
     from edgeprune.training.profiles import get_profile
 
-    data = run.data_for(args.data, get_profile(args.profile))
-    print(f"data: {data.info.get('source')}  ({data.info.get('cache', '')})")
+    data = run.data_for(args.data, get_profile(args.profile), task=args.task)
+    print(f"data: {data.task} from {data.info.get('source')}  ({data.info.get('cache', '')})"
+          + (f"; generator {data.info['generator']}" if data.info.get("generator") else ""))
     rows = []
     for name, split in data.splits.items():
-        row = {"split": name, "clips": len(split), "classes": int(len(np.unique(split.y)))}
-        if split.devices is not None:
-            row["devices"] = ", ".join(f"{d}:{n}" for d, n in zip(*np.unique(split.devices, return_counts=True)))
+        row = {"split": name, "samples": len(split)}
+        if data.classes is not None and split.y is not None and split.y.ndim == 1:
+            row["classes"] = int(len(np.unique(split.y)))
+        for key in ("devices", "speakers"):
+            if key in split.meta:
+                values, counts = np.unique(split.meta[key], return_counts=True)
+                row[key] = (", ".join(f"{d}:{n}" for d, n in zip(values, counts)) if key == "devices"
+                            else f"{len(values)} distinct")
         rows.append(row)
-    print(markdown_table(rows, ["split", "clips", "classes", "devices"]))
+    print(markdown_table(rows, ["split", "samples", "classes", "devices", "speakers"]))
 
 
 def cmd_features(args: argparse.Namespace) -> None:
@@ -126,7 +159,9 @@ def cmd_score(args: argparse.Namespace) -> None:
     refuse_overwrite(out, args.force)
     entry = get_criterion(args.criterion)
     ckpt = checkpoint.load(Path(args.checkpoint))
-    calib = calibration_set(run.data_for(args.data, get_profile(args.profile)), args.calib) if entry.needs_data else None
+    calib = None
+    if entry.needs_data:
+        calib = calibration_set(run.data_for(args.data, get_profile(args.profile), task=ckpt.task), args.calib)
     scores = score_checkpoint(ckpt, args.criterion, _layers(args.layers), calib)
     rows = [{"layer": n, "channels": len(ls.scores), "rule_keeps": None if ls.keep is None else len(ls.keep),
              "min": float(ls.scores.min()), "max": float(ls.scores.max())} for n, ls in scores.layers.items()]
@@ -140,7 +175,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     from edgeprune.fileio import read_json, refuse_overwrite
     from edgeprune.pruning.run import calibration_set, prune_checkpoint, score_checkpoint
     from edgeprune.pruning.targets import Target, parse_budget
-    from edgeprune.scoring import Scores
+    from edgeprune.scoring import Scores, get_criterion
     from edgeprune.tables import markdown_table
     from edgeprune.training import run
     from edgeprune.training.profiles import get_profile
@@ -172,10 +207,11 @@ def cmd_prune(args: argparse.Namespace) -> None:
     elif keep is None:
         profile = get_profile(args.profile)
         calib = None
-        if args.criterion == "activation_l1":
-            calib = calibration_set(run.data_for(args.data, profile), args.calib)
+        if get_criterion(args.criterion).needs_data:
+            calib = calibration_set(run.data_for(args.data, profile, task=ckpt.task), args.calib)
         scores = score_checkpoint(ckpt, args.criterion, _layers(args.layers), calib)
-    result = prune_checkpoint(ckpt, target, scores, out, force=args.force)
+    result = prune_checkpoint(ckpt, target, scores, out, force=args.force,
+                              scores_file=Path(args.scores) if args.scores else None)
     print(markdown_table(result.table, ["layer", "type", "channels_before", "channels_after", "params_before",
                                         "params_after", "macs_before", "macs_after", "criterion"]))
     for note in result.notes:
@@ -188,7 +224,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 def cmd_finetune(args: argparse.Namespace) -> None:
     from edgeprune import checkpoint
     from edgeprune.fileio import refuse_overwrite
-    from edgeprune.pruning.run import finetune_checkpoint
+    from edgeprune.pruning.run import finetune_checkpoint, parent_of
     from edgeprune.training import run
     from edgeprune.training.profiles import get_profile
 
@@ -204,15 +240,15 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     ckpt = checkpoint.load(Path(args.checkpoint))
     teacher = None
     if args.distill:
-        parent = args.teacher or ckpt.spec.get("pruning", {}).get("parent", {}).get("path")
+        parent = args.teacher or parent_of(ckpt)
         if not parent:
             raise EdgepruneError(f"{ckpt.path} records no parent model; give the teacher with --teacher CKPT")
         teacher = checkpoint.load(Path(parent))
-    data = run.data_for(args.data, profile)
+    data = run.data_for(args.data, profile, task=ckpt.task)
     summary = finetune_checkpoint(ckpt, data, profile, out, teacher=teacher, temperature=args.temperature,
                                   alpha=args.alpha, seed=args.seed, force=args.force)
-    print(f"saved {out}  (best epoch {summary['best_epoch']}, validation accuracy "
-          f"{summary['validation']['accuracy']:.3f})")
+    metric, value = next(iter(summary["validation"].items()))
+    print(f"saved {out}  (best epoch {summary['best_epoch']}, validation {metric} {value:.3f})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -227,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a registered model from scratch")
-    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"a registered model (edgeprune models; default {DEFAULT_MODEL})")
+    p.add_argument("--task", help="the task to train it for (default: the model's first; edgeprune tasks)")
     p.add_argument("--framework", default="torch", choices=["torch", "keras"])
     _add_data_args(p)
     p.add_argument("--seed", type=int, default=0)
@@ -235,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="accuracy, log-loss, per-class accuracy of a checkpoint")
+    p = sub.add_parser("eval", help="the task's metrics of a checkpoint (accuracy, PER, SI-SDR improvement, STOI, PESQ)")
     p.add_argument("checkpoint")
+    p.add_argument("--fast", action="store_true", help="skip the slow metrics (STOI, PESQ)")
     _add_data_args(p)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--framework", choices=["torch", "keras"], help="run in this twin (weights are transferred)")
@@ -247,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="parameters, MACs and the layer table of a model name or checkpoint")
     p.add_argument("target", nargs="?", default=DEFAULT_MODEL, help="a registered model name or a checkpoint folder")
     p.add_argument("--framework", choices=["torch", "keras"])
+    p.add_argument("--task", help="for a model name: the task it is built for (default its first)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
@@ -260,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("prune", help="remove channels for real; prints and saves a per-layer table")
+    p = sub.add_parser("prune", help="remove channels for real (a pruned checkpoint gets one more transform); prints "
+                                     "and saves a per-layer table")
     p.add_argument("checkpoint")
     p.add_argument("--scores", help="scores JSON from `edgeprune score` (else --criterion is run now)")
     p.add_argument("--criterion", default="passive")
@@ -290,10 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("models", help="list the registered models")
+    p = sub.add_parser("models", help="list the registered models and their tasks")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("tasks", help="list the tasks: inputs, output, loss, metric")
+    p.set_defaults(func=cmd_tasks)
+
     p = sub.add_parser("data", help="generate (or load) a data set and summarise its splits")
+    p.add_argument("--task", default="scenes", help="scenes | keywords | phones | enhancement (default scenes)")
     _add_data_args(p)
     p.set_defaults(func=cmd_data)
 

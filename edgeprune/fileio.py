@@ -55,8 +55,13 @@ def _umask() -> int:
 
 def write_json(path: Path, data: Any, force: bool = False) -> None:
     """Write `data` as indented JSON, atomically."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n", force=force)
+
+
+def write_text(path: Path, text: str, force: bool = False) -> None:
+    """Write a text file atomically."""
     with atomic_path(Path(path), force=force) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
 
 
 def read_json(path: Path, what: str = "JSON file") -> Any:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgeprune.fileio import write_json
+from edgeprune.fileio import write_json, write_text
 from edgeprune.tables import markdown_table
-from edgeprune.training.run import machine_description
+from edgeprune.machine import machine_description
 
 
 def write_result(out: Path, title: str, command: str, method: str, rows: list[dict[str, Any]],
@@ -20,5 +20,5 @@ def write_result(out: Path, title: str, command: str, method: str, rows: list[di
                                           "machine": machine, "rows": rows}, force=True)
     text = (f"# {title}\n\nMachine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, Python "
             f"{machine['python']}.\nCommand: `{command}` ({method}).\n\n{markdown_table(rows, columns)}\n")
-    out.with_suffix(".md").write_text(text)
+    write_text(out.with_suffix(".md"), text, force=True)
     return text

@@ -1,12 +1,8 @@
-"""`edgeprune export`: the CLI front of edgeprune.export.export.
-
-Registered in edgeprune/cli.py; also runs alone: `python -m edgeprune.export.cli CKPT ...`.
-"""
+"""`edgeprune export`: the CLI front of edgeprune.export.export (registered in edgeprune/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
@@ -26,8 +22,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quant", default="all",
                    help="comma-separated: fp32, fp16, dynamic (int8 weights; the seed's uint8), int8 (full integer) "
                         "or all (default)")
-    p.add_argument("--calib", type=int, default=200, help="calibration samples: the first N of the training split")
-    p.add_argument("--eval", type=int, default=200, help="parity samples: the first N of the test split")
+    p.add_argument("--calib", type=int, default=200,
+                   help="calibration samples: N drawn across the training split by --seed (stratified by class)")
+    p.add_argument("--eval", type=int, default=200,
+                   help="parity samples: N drawn across the test split by --seed (stratified by class)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration and parity draws")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (generated, cached) or a folder with X_train.npy, Y_train.npy, X_test.npy, ...")
     p.add_argument("--profile", default="quick", help="tiny | quick | full (data size for synthetic data)")
@@ -35,7 +34,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="export this twin (default: the checkpoint's; weights transfer exactly)")
     p.add_argument("--float-io", action="store_true", help="full-integer int8 with float32 input/output")
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
-                   help="parity threshold, e.g. fp32_cosine=0.9999, fp16_cosine=0.999, int8_top1=0.95, dynamic_top1=0.95")
+                   help="parity threshold, e.g. fp32_cosine=0.9999, int8_top1=0.95 (classifiers), "
+                        "int8_frame_agreement=0.9 (per-frame outputs), int8_snr_db=15 (masks)")
     p.add_argument("--threads", type=int, default=1, help="LiteRT / onnxruntime threads for the parity runs")
     p.add_argument("--out", default="export", help="bundles go to OUT/NAME (default export/)")
     p.add_argument("--name", help="bundle name (default: the checkpoint folder's name)")
@@ -57,9 +57,11 @@ def _thresholds(items: list[str]) -> dict[str, float]:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from edgeprune.checkpoint import read_spec
+    from edgeprune.data.datasets import sample_indices
     from edgeprune.export import export
-    from edgeprune.export.manifest import TABLE_COLUMNS, table_rows
+    from edgeprune.export.manifest import table_columns, table_rows
     from edgeprune.fileio import refuse_overwrite
+    from edgeprune.models import task_of
     from edgeprune.tables import markdown_table
     from edgeprune.training import run
     from edgeprune.training.profiles import get_profile
@@ -70,33 +72,25 @@ def cmd_export(args: argparse.Namespace) -> None:
     refuse_overwrite(Path(args.out) / name, args.force)  # before loading data
     if args.calib < 1 or args.eval < 1:
         raise EdgepruneError("--calib and --eval must be at least 1")
-    data = run.data_for(args.data, get_profile(args.profile))
-    if len(data.classes) != len(spec["classes"]):
+    task = task_of(spec["arch"])
+    data = run.data_for(args.data, get_profile(args.profile), task=task)
+    run.check_data(data, spec["arch"], str(ckpt_path))
+    if spec.get("classes") and data.classes and len(data.classes) != len(spec["classes"]):
         raise EdgepruneError(f"data '{args.data}' has {len(data.classes)} classes; {ckpt_path} has {len(spec['classes'])}")
     train, test = data["train"], data["test"]
-    calib = train.x[: args.calib]
+    calib = train.take(sample_indices(train, args.calib, args.seed, task.stratify))
     if len(calib) < args.calib:
-        print(f"[export] note: the training split has {len(calib)} clips; calibrating on all of them", flush=True)
+        print(f"[export] note: the training split has {len(calib)} samples; calibrating on all of them", flush=True)
+    held = test.take(sample_indices(test, args.eval, args.seed, task.stratify))
     try:
-        manifest = export(ckpt_path, args.out, formats=args.format, quant=args.quant, calib=calib,
-                          eval_x=test.x[: args.eval], eval_y=test.y[: args.eval], int8_io=not args.float_io,
+        manifest = export(ckpt_path, args.out, formats=args.format, quant=args.quant, calib=calib.inputs,
+                          eval_x=held.inputs, eval_y=held.y, eval_meta=held.meta, int8_io=not args.float_io,
                           thresholds=_thresholds(args.threshold), force=args.force, progress=True, name=args.name,
                           framework=args.framework, num_threads=args.threads)
     except EdgepruneError as exc:
         manifest = getattr(exc, "manifest", None)
         if manifest is not None:
-            print(markdown_table(table_rows(manifest), TABLE_COLUMNS))
+            print(markdown_table(table_rows(manifest), table_columns(manifest)))
         raise
-    print(markdown_table(table_rows(manifest), TABLE_COLUMNS))
+    print(markdown_table(table_rows(manifest), table_columns(manifest)))
     print(f"wrote {Path(args.out) / manifest['name']} ({manifest['seconds']['total']:.1f} s)")
-
-
-def cli_export(argv: list[str]) -> int:
-    """`edgeprune export ARGS` as a function (the main CLI's parser and error convention)."""
-    from edgeprune.cli import main
-
-    return main(["export", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(cli_export(sys.argv[1:]))

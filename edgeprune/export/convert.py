@@ -1,8 +1,8 @@
 """export() and export_model(): one call, every format and precision, every artifact checked against its source.
 
-export(checkpoint) is a thin wrapper: it reads an edgeprune checkpoint, derives the model's InputSpec from its
-architecture, and hands the loaded model to the same code as export_model(model, input_spec), which exports any
-PyTorch or Keras classifier held in memory.
+export(checkpoint) is a thin wrapper: it reads an edgeprune checkpoint, takes the model's inputs and task from its
+architecture, and hands the loaded model to the same code as export_model(model, input_spec(s)), which exports any
+PyTorch or Keras model held in memory (a classifier unless told its task).
 """
 
 from __future__ import annotations
@@ -13,19 +13,35 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from benchmarks.arrays import arrange
 from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import atomic_path, refuse_overwrite, sha256_file
 from edgeprune.models.input_spec import InputSpec
+from edgeprune.tasks import Task, get_task
 
 FORMATS = ("tflite", "onnx")
 QUANTS = ("fp32", "fp16", "dynamic", "int8")
 QUANT_ALIASES = {"float32": "fp32", "float16": "fp16", "uint8": "dynamic", "dynamic_range": "dynamic", "all": "all"}
-DEFAULT_THRESHOLDS = {"fp32_cosine": 0.9999, "fp16_cosine": 0.999, "dynamic_top1": 0.95, "int8_top1": 0.95}
+# Per parity kind: float files must compute the same function (cosine / output SNR); quantized files must agree
+# on what the task reads (top-1, frame argmax) or stay close (SNR). Override with thresholds={...} / --threshold.
+THRESHOLDS = {
+    "classification": {"fp32_cosine": 0.9999, "fp16_cosine": 0.999, "dynamic_top1": 0.95, "int8_top1": 0.95},
+    "frames": {"fp32_cosine": 0.9999, "fp16_cosine": 0.999, "dynamic_frame_agreement": 0.9,
+               "int8_frame_agreement": 0.9},
+    "regression": {"fp32_snr_db": 40.0, "fp16_snr_db": 30.0, "dynamic_snr_db": 20.0, "int8_snr_db": 15.0},
+}
+DEFAULT_THRESHOLDS = THRESHOLDS["classification"]
+THRESHOLD_SUFFIXES = ("_cosine", "_top1", "_frame_agreement", "_snr_db")
 DEFAULT_CALIB, DEFAULT_EVAL = 200, 200
+# A model edgeprune did not register is taken to be a classifier with one output [N, classes].
+FOREIGN_TASK = {"name": None, "kind": "classification", "metric": "accuracy", "select_mode": "max",
+                "parity": "classification", "output": {"name": "probs", "kind": "probs", "axes": "K"}}
+
+Arrays = np.ndarray | Sequence[np.ndarray] | Mapping[str, np.ndarray]
 
 
 def _say(progress: bool, msg: str) -> None:
@@ -46,62 +62,72 @@ def normalize_list(values: str | Sequence[str], allowed: Sequence[str], what: st
 
 
 def export(checkpoint_path: str | Path, out_dir: str | Path = "export", formats: str | Sequence[str] = FORMATS,
-           quant: str | Sequence[str] = QUANTS, calib: np.ndarray | None = None, eval_x: np.ndarray | None = None,
+           quant: str | Sequence[str] = QUANTS, calib: Arrays | None = None, eval_x: Arrays | None = None,
            eval_y: np.ndarray | None = None, int8_io: bool = True, thresholds: dict[str, float] | None = None,
            force: bool = False, progress: bool = True, name: str | None = None, framework: str | None = None,
-           num_threads: int = 1) -> dict[str, Any]:
+           num_threads: int = 1, eval_meta: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Export a checkpoint to `out_dir/<name>/` and return its manifest (also written as manifest.json).
 
-    The model's input comes from its registered architecture (the DCASE baseline: log-mel [N, 40, 500], or with
-    the channel axis of the exported twin). `framework` picks the twin to export (default: the checkpoint's;
-    weights transfer exactly). Everything else is as in export_model().
+    The model's inputs and task come from its architecture. `calib` / `eval_x` hold the task's inputs: one array
+    for a single-input model or {input name: array}, in the data's feature layout (e.g. log-mel [N, 40, 500]) or
+    already in the model's. `eval_y` and `eval_meta` (what the task's metric needs besides labels, e.g. the noisy
+    and clean waves of enhancement) add the task metric of every file. `framework` picks the twin to export
+    (default: the checkpoint's; weights transfer exactly). Everything else is as in export_model().
     """
     from edgeprune import checkpoint as ckpt_mod
-    from edgeprune.models import get_entry, input_spec
+    from edgeprune.models import get_entry, input_specs, output_axes, task_of
 
     t0 = time.perf_counter()
     checkpoint_path = Path(checkpoint_path)
     spec = ckpt_mod.read_spec(checkpoint_path)
     fw = framework or spec["framework"]
-    req = _request(input_spec(spec["arch"], fw), fw, Path(out_dir) / (name or checkpoint_path.resolve().name),
-                   formats, quant, calib, eval_x, eval_y, thresholds, force)
+    task = task_of(spec["arch"])
+    req = _request(input_specs(spec["arch"], fw), fw, Path(out_dir) / (name or checkpoint_path.resolve().name),
+                   formats, quant, calib, eval_x, eval_y, eval_meta, thresholds, force, task,
+                   output_axes(spec["arch"], fw))
     ckpt = ckpt_mod.load(checkpoint_path, framework=framework)
     source = {"checkpoint": str(checkpoint_path), "checkpoint_framework": spec["framework"], "framework": fw,
               "weights_sha256": spec.get("weights_sha256"), "model": spec["arch"]["model"], "arch": spec["arch"],
-              "pruning": (spec.get("pruning") or {}).get("keep")}
+              "transforms": [t.to_json() for t in ckpt.transforms]}
     twin = len(get_entry(spec["arch"]["model"]).builders) > 1
-    return _export(ckpt.model, fw, req, classes=list(ckpt.classes), source=source, label=str(checkpoint_path),
+    return _export(ckpt.model, fw, req, classes=ckpt.classes, source=source, label=str(checkpoint_path),
                    twin=twin, int8_io=int8_io, progress=progress, num_threads=num_threads, t0=t0)
 
 
-def export_model(model: Any, input_spec: InputSpec, out_dir: str | Path = "export", name: str | None = None,
-                 classes: Sequence[str] | None = None, formats: str | Sequence[str] = FORMATS,
-                 quant: str | Sequence[str] = QUANTS, calib: np.ndarray | None = None,
-                 eval_x: np.ndarray | None = None, eval_y: np.ndarray | None = None, int8_io: bool = True,
-                 thresholds: dict[str, float] | None = None, force: bool = False, progress: bool = True,
-                 num_threads: int = 1) -> dict[str, Any]:
-    """Export an in-memory classifier (torch.nn.Module or keras.Model, one input, output [N, classes]) to
-    `out_dir/<name>/` (default name: the model's) and return its manifest (also written as manifest.json).
+def export_model(model: Any, input_spec: InputSpec | Sequence[InputSpec], out_dir: str | Path = "export",
+                 name: str | None = None, classes: Sequence[str] | None = None, formats: str | Sequence[str] = FORMATS,
+                 quant: str | Sequence[str] = QUANTS, calib: Arrays | None = None, eval_x: Arrays | None = None,
+                 eval_y: np.ndarray | None = None, int8_io: bool = True, thresholds: dict[str, float] | None = None,
+                 force: bool = False, progress: bool = True, num_threads: int = 1, task: Task | str | None = None,
+                 model_output_axes: str | None = None,
+                 eval_meta: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Export an in-memory model (torch.nn.Module or keras.Model) to `out_dir/<name>/` (default name: the
+    model's) and return its manifest (also written as manifest.json).
 
     `input_spec` is the input in the model's own layout, e.g. InputSpec((40, 101), "NCW") for a PyTorch Conv1d
-    over 40 mel bands x 101 frames. PyTorch models are taken to return logits: the exported graph ends in softmax;
-    Keras models are exported as they are (keras.applications classifiers end in softmax). formats: "tflite",
-    "onnx" (PyTorch only); quant: "fp32", "fp16", "dynamic" (int8 weights, float activations; the seed's "uint8"),
-    "int8" (full integer from `calib`; int8 I/O unless `int8_io=False`). `calib` and `eval_x` are float samples
-    [N, *input_spec.shape]; parity runs every artifact in its runtime on `eval_x` (held-out samples; `eval_y`
-    adds accuracy), each runtime fed the layout its file takes. `classes` (optional) are stored as the labels.
-    A parity failure moves the artifact into `<bundle>/rejected/` and raises EdgepruneError after the bundle is
-    written. Nothing is written at the final path until everything has succeeded or been rejected.
+    over 40 mel bands x 101 frames; a list of specs for a model with several inputs (in its call order). Without
+    `task` the model is a classifier with one output [N, classes]: PyTorch models are taken to return logits (the
+    exported graph ends in softmax), Keras models are exported as they are (keras.applications classifiers end in
+    softmax). With a `task` (an edgeprune task or its name) the output is the task's (`model_output_axes` says
+    how the model lays it out, default the task's axes). formats: "tflite", "onnx" (PyTorch only); quant:
+    "fp32", "fp16", "dynamic" (int8 weights, float activations; the seed's "uint8"), "int8" (full integer from
+    `calib`; int8 I/O unless `int8_io=False`). `calib` and `eval_x` are float samples, one array per input (a
+    list or {name: array}); parity runs every artifact in its runtime on `eval_x` (held-out samples; `eval_y` and
+    `eval_meta` add the task metric), each runtime fed the layout its file takes. `classes` (optional) are stored
+    as the labels. A parity failure moves the artifact into `<bundle>/rejected/` and raises EdgepruneError after
+    the bundle is written. Nothing is written at the final path until everything has succeeded or been rejected.
     """
     from edgeprune.frameworks import framework_of
 
     t0 = time.perf_counter()
     fw = framework_of(model)
     model_name = model.name if fw == "keras" else type(model).__name__
-    req = _request(input_spec, fw, Path(out_dir) / (name or model_name), formats, quant, calib, eval_x, eval_y,
-                   thresholds, force)
+    specs = [input_spec] if isinstance(input_spec, InputSpec) else list(input_spec)
+    task_obj = None if task is None else get_task(task)
+    req = _request(specs, fw, Path(out_dir) / (name or model_name), formats, quant, calib, eval_x, eval_y, eval_meta,
+                   thresholds, force, task_obj, model_output_axes)
     source = {"checkpoint": None, "checkpoint_framework": None, "framework": fw, "weights_sha256": None,
-              "model": model_name, "arch": None, "pruning": None}
+              "model": model_name, "arch": None, "transforms": []}
     return _export(model, fw, req, classes=None if classes is None else list(classes), source=source,
                    label=f"in-memory {fw} model {model_name}", twin=False, int8_io=int8_io, progress=progress,
                    num_threads=num_threads, t0=t0)
@@ -111,55 +137,105 @@ def export_model(model: Any, input_spec: InputSpec, out_dir: str | Path = "expor
 class _Request:
     """The checked arguments of one export: what to write where, and the data (float32, the model's layout)."""
 
-    input: InputSpec  # resolved: tflite_layout is set
+    inputs: list[InputSpec]  # resolved: tflite_layout is set
     bundle: Path
     force: bool
     formats: list[str]
     quants: list[str]
     thresholds: dict[str, float | None]
-    calib: np.ndarray | None
-    eval_x: np.ndarray
+    calib: list[np.ndarray] | None
+    eval_x: list[np.ndarray]
     eval_y: np.ndarray | None
+    eval_meta: dict[str, np.ndarray]
+    task: dict[str, Any]  # the manifest's task section
+    task_obj: Task | None
+    model_axes: str  # the model's output axes (no batch), in the task's letters
     notes: list[str]
 
+    @property
+    def parity_kind(self) -> str:
+        return self.task["parity"]
 
-def _request(input_spec: InputSpec, framework: str, bundle: Path, formats: str | Sequence[str],
-             quant: str | Sequence[str], calib: Any, eval_x: Any, eval_y: Any, thresholds: dict[str, float] | None,
-             force: bool) -> _Request:
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+
+def _arrays(given: Arrays, specs: list[InputSpec], what: str) -> list[np.ndarray]:
+    """One checked float32 array per input, in the model's layout, from an array, a list or a {name: array}."""
+    if isinstance(given, np.ndarray) or not isinstance(given, (Mapping, list, tuple)):
+        given = [given]
+    if isinstance(given, Mapping):
+        missing = [s.name for s in specs if s.name not in given]
+        if missing:
+            raise EdgepruneError(f"{what}: missing input(s) {', '.join(missing)}; the model takes "
+                                 f"{', '.join(s.name for s in specs)}")
+        extra = sorted(set(given) - {s.name for s in specs})
+        if extra:
+            raise EdgepruneError(f"{what}: unexpected input(s) {', '.join(extra)}; the model takes "
+                                 f"{', '.join(s.name for s in specs)}")
+        given = [given[s.name] for s in specs]
+    if len(given) != len(specs):
+        raise EdgepruneError(f"{what}: {len(given)} array(s) for a model with {len(specs)} input(s) "
+                             f"({', '.join(s.name for s in specs)})")
+    arrays = [s.check(x, f"{what}" + (f" '{s.name}'" if len(specs) > 1 else "")) for s, x in zip(specs, given)]
+    if len({len(a) for a in arrays}) > 1:
+        raise EdgepruneError(f"{what}: the inputs have different sample counts {[len(a) for a in arrays]}")
+    return arrays
+
+
+def _request(input_specs: list[InputSpec], framework: str, bundle: Path, formats: str | Sequence[str],
+             quant: str | Sequence[str], calib: Any, eval_x: Any, eval_y: Any, eval_meta: Any,
+             thresholds: dict[str, float] | None, force: bool, task: Task | None,
+             model_axes: str | None) -> _Request:
     """Check everything that can be checked without the model: a bad argument or array fails before any
     conversion, and before anything is written."""
     fmts = normalize_list(formats, FORMATS, "format")
     quants = normalize_list(quant, QUANTS, "precision")
-    th: dict[str, float | None] = dict(DEFAULT_THRESHOLDS)
+    task_doc = task.describe() if task is not None else dict(FOREIGN_TASK)
+    th: dict[str, float | None] = dict(THRESHOLDS[task_doc["parity"]])
     for k, v in (thresholds or {}).items():
-        if k not in DEFAULT_THRESHOLDS and not k.endswith(("_cosine", "_top1")):
-            raise EdgepruneError(f"unknown threshold '{k}'; expected one of {', '.join(DEFAULT_THRESHOLDS)} "
-                                 "(or PRECISION_cosine / PRECISION_top1)")
+        if k not in th and not (k.split("_", 1)[0] in QUANTS and k.endswith(THRESHOLD_SUFFIXES)):
+            raise EdgepruneError(f"unknown threshold '{k}'; expected one of {', '.join(th)} "
+                                 "(or PRECISION_cosine / _top1 / _frame_agreement / _snr_db)")
         th[k] = None if v is None else float(v)
     refuse_overwrite(bundle, force)
-    if not isinstance(input_spec, InputSpec):
-        raise EdgepruneError(f"input_spec: got {type(input_spec).__name__}; expected an edgeprune InputSpec")
-    spec = input_spec.resolve(framework)
-    dims = ", ".join(map(str, spec.shape))
-    calib32 = spec.check(calib, "calibration data") if calib is not None else None
+    if not input_specs or not all(isinstance(s, InputSpec) for s in input_specs):
+        raise EdgepruneError("input_spec: expected an edgeprune InputSpec (or a list of them, one per input)")
+    if len({s.name for s in input_specs}) != len(input_specs):
+        raise EdgepruneError(f"input names repeat: {[s.name for s in input_specs]}; give each input its own name")
+    specs = [s.resolve(framework) for s in input_specs]
+    dims = "; ".join(f"{s.name} [N, {', '.join(map(str, s.shape))}]" for s in specs)
+    calib32 = _arrays(calib, specs, "calibration data") if calib is not None else None
     if "int8" in quants and calib32 is None:
-        raise EdgepruneError(f"int8 export needs calibration data: calib=[N, {dims}] float32 samples "
+        raise EdgepruneError(f"int8 export needs calibration data: {dims} float32 samples "
                              "(CLI: --calib N samples of the training split)")
     notes: list[str] = []
+    meta = {k: np.asarray(v) for k, v in (eval_meta or {}).items()}
     if eval_x is None:
         if calib32 is None:
-            raise EdgepruneError(f"parity needs samples: pass eval_x=[N, {dims}] float32 samples (held-out)")
-        eval32, eval_y = calib32[:DEFAULT_EVAL], None
+            raise EdgepruneError(f"parity needs samples: pass eval_x ({dims}) float32 samples (held-out)")
+        eval32, eval_y, meta = [a[:DEFAULT_EVAL] for a in calib32], None, {}
         notes.append("parity ran on calibration samples (no held-out eval_x given)")
     else:
-        eval32 = spec.check(eval_x, "evaluation data")
+        eval32 = _arrays(eval_x, specs, "evaluation data")
+    n = len(eval32[0])
     if eval_y is not None:
         eval_y = np.asarray(eval_y)
-        if eval_y.ndim == 2:
+        if task_doc["kind"] == "classification" and eval_y.ndim == 2:
             eval_y = eval_y.argmax(1)
-        if len(eval_y) != len(eval32):
-            raise EdgepruneError(f"eval_y has {len(eval_y)} labels for {len(eval32)} samples")
-    return _Request(spec, bundle, force, fmts, quants, th, calib32, eval32, eval_y, notes)
+        if len(eval_y) != n:
+            raise EdgepruneError(f"eval_y has {len(eval_y)} rows for {n} samples")
+    for k, v in meta.items():
+        if len(v) != n:
+            raise EdgepruneError(f"eval_meta['{k}'] has {len(v)} rows for {n} samples")
+        if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            raise EdgepruneError(f"eval_meta['{k}'] contains NaN or infinite values")
+    axes = model_axes or task_doc["output"]["axes"]
+    if sorted(axes) != sorted(task_doc["output"]["axes"]):
+        raise EdgepruneError(f"model output axes '{axes}' are not an arrangement of the task's "
+                             f"'{task_doc['output']['axes']}'")
+    return _Request(specs, bundle, force, fmts, quants, th, calib32, eval32, eval_y, meta, task_doc, task, axes, notes)
 
 
 def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, source: dict[str, Any], label: str,
@@ -170,18 +246,25 @@ def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, so
     from edgeprune.frameworks import get_adapter
 
     adapter = get_adapter(fw)
-    spec, fmts, quants, notes = req.input, list(req.formats), req.quants, req.notes
+    specs, fmts, quants, notes = req.inputs, list(req.formats), req.quants, req.notes
     if fw == "keras":
         from edgeprune.export.keras_path import check_model
 
-        check_model(model, spec.shape)
-    ref = _reference(adapter, model, req.eval_x, spec)
-    if classes is not None and len(classes) != ref.shape[1]:
-        raise EdgepruneError(f"{len(classes)} class labels for a model with {ref.shape[1]} outputs")
+        check_model(model, specs)
+    ref = _reference(adapter, model, req)
+    out_axes = req.task["output"]["axes"]
+    if req.task["kind"] == "classification":
+        if ref.ndim != 2:
+            raise EdgepruneError(f"export handles classifiers with one output [N, classes]; the model returns "
+                                 f"{list(ref.shape)} (give its task to export other outputs)")
+        if classes is not None and len(classes) != ref.shape[1]:
+            raise EdgepruneError(f"{len(classes)} class labels for a model with {ref.shape[1]} outputs")
+    source_metric = _task_metric(req, ref)
     params = adapter.count_params(model)
-    macs = sum(r["macs"] for r in adapter.layer_rows(model, spec.shape))
-    _say(progress, f"{label} ({fw}): {params:,} params, {macs / 1e6:.1f} M MACs; input {spec.layout} "
-                   f"{[1, *spec.shape]}; formats {','.join(fmts)}, precisions {','.join(quants)}")
+    macs = sum(r["macs"] for r in adapter.layer_rows(model, [s.shape for s in specs]))
+    shown = ", ".join(f"{s.name} {s.layout} {[1, *s.shape]}" for s in specs)
+    _say(progress, f"{label} ({fw}): {params:,} params, {macs / 1e6:.1f} M MACs; input {shown}; formats "
+                   f"{','.join(fmts)}, precisions {','.join(quants)}")
     seconds: dict[str, float] = {"load": round(time.perf_counter() - t0, 2)}
     if fw == "keras" and "onnx" in fmts:
         from edgeprune.export.keras_path import ONNX_NOTE, TWIN_NOTE
@@ -193,8 +276,9 @@ def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, so
         if not fmts:
             raise EdgepruneError(note)
 
-    feeds = {"tflite": spec.to_tflite(req.eval_x), "onnx": req.eval_x}
-    layouts = {"tflite": spec.tflite_layout, "onnx": spec.layout}
+    feeds = {"tflite": [s.to_tflite(x) for s, x in zip(specs, req.eval_x)], "onnx": req.eval_x}
+    layouts = {"tflite": [s.tflite_layout for s in specs], "onnx": [s.layout for s in specs]}
+    axes = {fmt: [s.file_axes(fmt) for s in specs] for fmt in FORMATS}
     artifacts: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     with atomic_path(req.bundle, force=req.force, is_dir=True) as tmp:
@@ -204,16 +288,13 @@ def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, so
         convert = _convert_torch if fw == "torch" else _convert_keras
         produced = convert(model, req, fmts, tmp, work, int8_io, twin, progress, seconds, notes)
         for fmt, _, path, _ in produced:
-            if fmt == "tflite" and not _rename_tflite_io(path, spec.name, "probs"):
+            if fmt == "tflite" and not _rename_tflite_io(path, req.names, req.task["output"]["name"]):
                 notes.append(f"{path.name}: input/output tensor names left as the converter wrote them")
         t = time.perf_counter()
         for fmt, q, path, converter in produced:
-            row = _check_artifact(fmt, q, path, converter, feeds[fmt], layouts[fmt], req.eval_y, ref, req.thresholds,
-                                  params, num_threads, int8_io)
-            p = row["parity"]
-            _say(progress, f"parity {path.name}: cosine {p['cosine']:.6f}, max abs {p['max_abs_error']:.2e}, "
-                           f"top-1 {p['top1_agreement']:.3f}" + (f", accuracy {p['accuracy']:.3f}" if "accuracy" in p else "")
-                           + ("  OK" if row["passed"] else "  FAILED: " + "; ".join(row["failures"])))
+            row = _check_artifact(fmt, q, path, converter, feeds[fmt], req, layouts[fmt], axes[fmt], ref, params,
+                                  num_threads, int8_io)
+            _say(progress, _parity_line(path.name, row))
             (artifacts if row["passed"] else rejected).append(row)
         seconds["parity"] = round(time.perf_counter() - t, 2)
         if rejected:
@@ -227,15 +308,17 @@ def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, so
                 indent=2) + "\n")
         shutil.rmtree(work, ignore_errors=True)
         seconds["total"] = round(time.perf_counter() - t0, 2)
-        eval_y = req.eval_y
+        inputs = [s.to_dict() for s in specs]
         manifest = {
-            "format": 1, "name": req.bundle.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "format": 2, "name": req.bundle.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source": {**source, "params": params, "macs": macs},
-            "input": spec.to_dict(),
+            "task": req.task,
+            "inputs": inputs, "input": inputs[0],
+            "output": {"name": req.task["output"]["name"], "axes": out_axes, "shape": [1, *ref.shape[1:]]},
             "classes": classes,
-            "calibration": {"n": 0 if req.calib is None else int(len(req.calib))},
-            "evaluation": {"n": int(len(req.eval_x)), "labels": eval_y is not None,
-                           "source_accuracy": None if eval_y is None else float((ref.argmax(1) == eval_y).mean())},
+            "calibration": {"n": 0 if req.calib is None else int(len(req.calib[0]))},
+            "evaluation": {"n": int(len(req.eval_x[0])), "labels": req.eval_y is not None, "metric": source_metric,
+                           "source_accuracy": source_metric.get("accuracy")},
             "int8_io": int8_io, "num_threads": num_threads, "thresholds": req.thresholds,
             "artifacts": artifacts + rejected, "notes": notes, "tools": mf.tool_versions(), "seconds": seconds,
         }
@@ -254,20 +337,45 @@ def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, so
     return manifest
 
 
-def _reference(adapter: Any, model: Any, x: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """The source model's outputs on the parity samples: [N, classes], or one clear error."""
+def _parity_line(name: str, row: dict[str, Any]) -> str:
+    p = row["parity"]
+    parts = [f"cosine {p['cosine']:.6f}", f"max abs {p['max_abs_error']:.2e}"]
+    for key, label in (("top1_agreement", "top-1"), ("frame_agreement", "frames"), ("snr_db", "SNR dB")):
+        if key in p:
+            parts.append(f"{label} {p[key]:.3f}")
+    metric = p.get("metric") or {}
+    parts += [f"{k} {v:.3f}" for k, v in metric.items() if isinstance(v, float) and k != "log_loss"]
+    return f"parity {name}: {', '.join(parts)}" + ("  OK" if row["passed"] else "  FAILED: " + "; ".join(row["failures"]))
+
+
+def _reference(adapter: Any, model: Any, req: _Request) -> np.ndarray:
+    """The source model's outputs on the parity samples, in the task's axes, or one clear error."""
     try:
-        ref = adapter.forward_proba(model, x)
+        ref = adapter.predict(model, req.eval_x, req.task["output"]["kind"])
     except EdgepruneError:
         raise
     except Exception as exc:  # noqa: BLE001 - usually an input spec that does not match the model
         msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise EdgepruneError(f"the model does not run on input {[1, *spec.shape]} ({spec.layout}): {msg}; "
-                             "check the input spec") from exc
-    if ref.ndim != 2:
-        raise EdgepruneError(f"export handles classifiers with one output [N, classes]; the model returns "
-                             f"{list(ref.shape)}")
-    return ref
+        shown = ", ".join(f"{s.name} {[1, *s.shape]} ({s.layout})" for s in req.inputs)
+        raise EdgepruneError(f"the model does not run on input {shown}: {msg}; check the input spec") from exc
+    if not np.isfinite(ref).all():
+        raise EdgepruneError("the source model's outputs on the evaluation data contain NaN or infinite values")
+    if ref.ndim != len(req.model_axes) + 1:
+        raise EdgepruneError(f"the model returns {list(ref.shape)}; its output axes are '{req.model_axes}' "
+                             f"({len(req.model_axes)} besides the batch)")
+    return arrange(ref, "N" + req.model_axes, "N" + req.task["output"]["axes"])
+
+
+def _task_metric(req: _Request, outputs: np.ndarray) -> dict[str, Any]:
+    """The task's metric of outputs on the parity samples ({} without labels or the data it needs)."""
+    from benchmarks.metrics import task_metrics
+
+    if req.eval_y is None and not req.eval_meta:
+        return {}
+    try:
+        return task_metrics(req.task, outputs, req.eval_y, req.eval_meta)
+    except (ValueError, KeyError, IndexError) as exc:
+        raise EdgepruneError(f"the {req.task['kind']} metric cannot be computed on the evaluation data: {exc}") from exc
 
 
 Produced = tuple[str, str, Path, str]  # (format, precision, file in the bundle, converter)
@@ -278,29 +386,34 @@ def _convert_torch(model: Any, req: _Request, fmts: list[str], tmp: Path, work: 
     """PyTorch -> ONNX (dynamic batch, the shipped ONNX files) and, for TFLite, a static-batch ONNX through onnx2tf."""
     from edgeprune.export import torch_path
 
-    spec, quants = req.input, req.quants
+    specs, quants = req.inputs, req.quants
+    shapes = [s.shape for s in specs]
+    out_name = req.task["output"]["name"]
+    softmax = req.task["output"]["kind"] == "probs"  # PyTorch classifiers return logits
     produced: list[Produced] = []
     t = time.perf_counter()
     ship_fp32 = "onnx" in fmts and "fp32" in quants
-    onnx32 = torch_path.to_onnx(model, (tmp if ship_fp32 else work) / "model_fp32.onnx", spec.shape,
-                                dynamic_batch=True, input_name=spec.name, twin=twin)
+    onnx32 = torch_path.to_onnx(model, (tmp if ship_fp32 else work) / "model_fp32.onnx", shapes, req.names, out_name,
+                                dynamic_batch=True, twin=twin, softmax=softmax)
     seconds["torch_to_onnx"] = round(time.perf_counter() - t, 2)
     _say(progress, f"PyTorch -> ONNX (opset {torch_path.OPSET}, {seconds['torch_to_onnx']} s)")
     if "tflite" in fmts:
         from edgeprune.export.rewrite import fold_flatten_linear
 
         t = time.perf_counter()
-        tfl_model, folded = fold_flatten_linear(model, spec.shape)
+        tfl_model, folded = fold_flatten_linear(model, shapes)
         if folded:
             notes.append(f"TFLite path: flatten -> {', '.join(folded)} exported as a full-map Conv2d (exact) "
                          "so the channels-first flatten needs no TRANSPOSE in NHWC")
-        static = torch_path.to_onnx(tfl_model, work / "model.onnx", spec.shape, dynamic_batch=False,
-                                    input_name=spec.name, twin=twin)
-        _say(progress, f"onnx2tf: converting to TFLite ({spec.tflite_layout} input) at {', '.join(quants)} (one call)")
+        static = torch_path.to_onnx(tfl_model, work / "model.onnx", shapes, req.names, out_name, dynamic_batch=False,
+                                    twin=twin, softmax=softmax)
+        _say(progress, f"onnx2tf: converting to TFLite ({', '.join(s.tflite_layout for s in specs)} input) at "
+                       f"{', '.join(quants)} (one call)")
         # onnx2tf moves a channels-first input to channels-last unless told to keep it (rank 3 and up; it leaves
-        # rank-2 inputs alone)
-        keep = spec.tflite_layout == spec.layout and len(spec.layout) >= 3
-        files = torch_path.onnx_to_tflite(static, work, None if req.calib is None else spec.to_tflite(req.calib),
+        # rank-2 inputs alone). It also checks its conversion on sample inputs: always give it real ones.
+        keep = [s.name for s in specs if s.tflite_layout == s.layout and len(s.layout) >= 3]
+        samples = req.calib if req.calib is not None else req.eval_x
+        files = torch_path.onnx_to_tflite(static, work, {s.name: s.to_tflite(x) for s, x in zip(specs, samples)},
                                           set(quants), int8_io, keep_layout=keep, twin=twin)
         produced += _ship_tflite(files, quants, tmp, int8_io, "onnx2tf")
         seconds["onnx_to_tflite"] = round(time.perf_counter() - t, 2)
@@ -319,8 +432,8 @@ def _convert_torch(model: Any, req: _Request, fmts: list[str], tmp: Path, work: 
                 produced.append(("onnx", q, onnx_quant.to_int8_dynamic(onnx32, tmp / "model_dynamic.onnx", work),
                                  "onnxruntime.quantization.quantize_dynamic"))
             elif q == "int8":
-                produced.append(("onnx", q, onnx_quant.to_int8_static(onnx32, tmp / "model_int8.onnx", req.calib,
-                                                                      spec.name, work),
+                calib = dict(zip(req.names, req.calib))
+                produced.append(("onnx", q, onnx_quant.to_int8_static(onnx32, tmp / "model_int8.onnx", calib, work),
                                  "onnxruntime.quantization.quantize_static (QDQ, per-channel)"))
         seconds["onnx_variants"] = round(time.perf_counter() - t, 2)
         _say(progress, f"ONNX variants written ({seconds['onnx_variants']} s)")
@@ -333,7 +446,7 @@ def _convert_keras(model: Any, req: _Request, fmts: list[str], tmp: Path, work: 
     from edgeprune.export import keras_path
 
     t = time.perf_counter()
-    calib = None if req.calib is None else req.input.to_tflite(req.calib)
+    calib = None if req.calib is None else [s.to_tflite(x) for s, x in zip(req.inputs, req.calib)]
     files, route = keras_path.keras_to_tflite(model, work, calib, set(req.quants), int8_io, twin=twin)
     produced = _ship_tflite(files, req.quants, tmp, int8_io, f"tf.lite.TFLiteConverter.{route}")
     seconds["keras_to_tflite"] = round(time.perf_counter() - t, 2)
@@ -351,23 +464,28 @@ def _ship_tflite(files: dict[str, Path], quants: list[str], tmp: Path, int8_io: 
     return produced
 
 
-def _rename_tflite_io(path: Path, input_name: str, output_name: str) -> bool:
-    """Give a .tflite's input and output tensors (and its signature's keys) the ONNX names; onnx2tf and the
-    TFLiteConverter leave names like 'serving_default_logmel:0' and 'PartitionedCall:0' on some variants."""
+def _rename_tflite_io(path: Path, input_names: list[str], output_name: str) -> bool:
+    """Give a .tflite's input and output tensors (and its signature's keys) the model's names; onnx2tf and the
+    TFLiteConverter leave names like 'serving_default_logmel:0' and 'PartitionedCall:0' on some variants.
+    Inputs are matched by name (exact, then a unique substring; a single input by position)."""
     try:
         from tensorflow.lite.tools import flatbuffer_utils as fu
 
+        from edgeprune.export.parity import match_inputs
+
         model = fu.read_model(str(path))
         sg = model.subgraphs[0]
-        if len(sg.inputs) != 1 or len(sg.outputs) != 1:
+        if len(sg.outputs) != 1:
             return False
-        sg.tensors[sg.inputs[0]].name = input_name.encode()
-        sg.tensors[sg.outputs[0]].name = output_name.encode()
+        tensors = [{"name": sg.tensors[i].name.decode(), "index": int(i)} for i in sg.inputs]
+        names = {d["index"]: n for d, n in zip(match_inputs(input_names, tensors, path.name), input_names)}
+        names[int(sg.outputs[0])] = output_name
+        for index, name in names.items():
+            sg.tensors[index].name = name.encode()
         for sig in model.signatureDefs or []:
-            for t in sig.inputs or []:
-                t.name = input_name.encode()
-            for t in sig.outputs or []:
-                t.name = output_name.encode()
+            for t in list(sig.inputs or []) + list(sig.outputs or []):
+                if int(t.tensorIndex) in names:
+                    t.name = names[int(t.tensorIndex)].encode()
         fu.write_model(model, str(path))
         return True
     except Exception:  # noqa: BLE001 - names are cosmetic; parity still checks the file
@@ -378,25 +496,30 @@ def _tflite_name(q: str, int8_io: bool) -> str:
     return f"model_{q}.tflite" if q != "int8" or int8_io else "model_int8_float_io.tflite"
 
 
-def _check_artifact(fmt: str, q: str, path: Path, converter: str, x: np.ndarray, layout: str,
-                    eval_y: np.ndarray | None, ref: np.ndarray, th: dict[str, float | None], params: int,
-                    num_threads: int, int8_io: bool) -> dict[str, Any]:
-    """Run one file in its runtime on `x` (already in the file's input layout) and judge it against `ref`."""
+def _check_artifact(fmt: str, q: str, path: Path, converter: str, x: list[np.ndarray], req: _Request,
+                    layouts: list[str], axes: list[str | None], ref: np.ndarray, params: int, num_threads: int,
+                    int8_io: bool) -> dict[str, Any]:
+    """Run one file in its runtime on `x` (already in the file's input layouts) and judge it against `ref`."""
     from edgeprune.export import parity
 
+    task_axes = req.task["output"]["axes"]
     try:
-        if fmt == "tflite":
-            got = parity.run_tflite(path, x, num_threads)
-            io, ops = parity.tflite_io(path, layout), parity.tflite_ops(path)
-        else:
-            got = parity.run_onnx(path, x, num_threads)
-            io, ops = parity.onnx_io(path, layout), parity.onnx_ops(path)
-        metrics = parity.compare(ref, got, eval_y)
-        failures = parity.check(metrics, q, th)
+        raw = (parity.run_tflite if fmt == "tflite" else parity.run_onnx)(path, x, req.names, num_threads)
+        file_axes = parity.output_axes(raw.shape, task_axes, ref.shape[1:])
+        got = parity.to_task_axes(raw, file_axes, task_axes)
+        io_fn = parity.tflite_io if fmt == "tflite" else parity.onnx_io
+        io = io_fn(path, req.names, layouts, axes, file_axes)
+        ops = parity.tflite_ops(path) if fmt == "tflite" else parity.onnx_ops(path)
+        labels = req.eval_y if req.task["kind"] == "classification" else None
+        metrics = parity.compare(ref, got, req.parity_kind, labels)
+        failures = parity.check(metrics, q, req.thresholds, req.parity_kind)
+        if not metrics.get("non_finite"):
+            metric = _task_metric(req, got)
+            if metric:
+                metrics["metric"] = metric
     except Exception as exc:  # noqa: BLE001 - an artifact its runtime cannot run is rejected, not a crash
         io, ops = {}, {}
-        metrics = {"n": 0, "max_abs_error": float("nan"), "cosine": float("nan"), "cosine_min": float("nan"),
-                   "top1_agreement": float("nan")}
+        metrics = {"n": 0, "max_abs_error": float("nan"), "cosine": float("nan"), "cosine_min": float("nan")}
         failures = [f"does not run in its runtime: {str(exc).splitlines()[0][:200] if str(exc) else repr(exc)}"]
     size = path.stat().st_size
     transposes = int(ops.get("TRANSPOSE", 0) + ops.get("Transpose", 0))

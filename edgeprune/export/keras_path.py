@@ -30,16 +30,20 @@ def alternative(twin: bool, reason: str = "") -> str:
     return "replace the layer with one TFLite has a builtin kernel for"
 
 
-def check_model(model: Any, input_shape: tuple[int, ...]) -> None:
-    """One input of exactly `input_shape` (plus batch) and one output: what the TFLite file and parity assume."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise EdgepruneError(f"Keras model '{model.name}' has {len(model.inputs)} inputs and {len(model.outputs)} "
-                             "outputs; export handles one input and one output")
-    have = tuple(model.inputs[0].shape[1:])
-    if have != tuple(input_shape):
-        raise EdgepruneError(f"Keras model '{model.name}' takes {['N', *have]}; the input spec says "
-                             f"{['N', *input_shape]}. Build the model with a fixed input shape (None axes become "
-                             "dynamic TFLite shapes) equal to the spec's")
+def check_model(model: Any, specs: list[Any]) -> None:
+    """The model's inputs are the specs' (same names, or the same count in call order) with exactly their shapes
+    (plus batch), and it has one output: what the TFLite file and parity assume."""
+    if len(model.outputs) != 1:
+        raise EdgepruneError(f"Keras model '{model.name}' has {len(model.outputs)} outputs; export handles one output")
+    if len(model.inputs) != len(specs):
+        raise EdgepruneError(f"Keras model '{model.name}' has {len(model.inputs)} inputs; the input spec names "
+                             f"{len(specs)} ({', '.join(s.name for s in specs)})")
+    for tensor, spec in zip(model.inputs, specs):
+        have = tuple(tensor.shape[1:])
+        if have != tuple(spec.shape):
+            raise EdgepruneError(f"Keras model '{model.name}' input {len(specs) > 1 and spec.name or ''} takes "
+                                 f"{['N', *have]}; the input spec says {['N', *spec.shape]}. Build the model with a "
+                                 "fixed input shape (None axes become dynamic TFLite shapes) equal to the spec's")
 
 
 def _converter_factory(model: Any, work: Path) -> tuple[Callable[[], Any], str, bytes]:
@@ -56,11 +60,11 @@ def _converter_factory(model: Any, work: Path) -> tuple[Callable[[], Any], str, 
         return make, "from_saved_model", make().convert()
 
 
-def keras_to_tflite(model: Any, out_dir: Path, calib: np.ndarray | None, quants: set[str], int8_io: bool,
+def keras_to_tflite(model: Any, out_dir: Path, calib: list[np.ndarray] | None, quants: set[str], int8_io: bool,
                     twin: bool = True) -> tuple[dict[str, Path], str]:
     """Write one .tflite per precision into a work folder under `out_dir`; returns ({precision: path}, route).
 
-    `calib` is float32 [N, ...] in the model's input layout; needed for "int8"."""
+    `calib` is float32 [N, ...] per model input, in the model's call order and input layout; needed for "int8"."""
     import tensorflow as tf
 
     work = Path(tempfile.mkdtemp(prefix="keras-tflite-", dir=out_dir))
@@ -86,11 +90,11 @@ def keras_to_tflite(model: Any, out_dir: Path, calib: np.ndarray | None, quants:
         elif q == "int8":
             if calib is None:
                 raise EdgepruneError("int8 export needs calibration data (calib=[N, ...] float32 samples)")
-            data = np.ascontiguousarray(calib, dtype=np.float32)
+            data = [np.ascontiguousarray(x, dtype=np.float32) for x in calib]
 
             def representative():
-                for i in range(len(data)):
-                    yield [data[i : i + 1]]
+                for i in range(len(data[0])):
+                    yield [x[i : i + 1] for x in data]
 
             conv.representative_dataset = representative
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

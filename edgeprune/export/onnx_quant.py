@@ -21,16 +21,17 @@ def to_fp16(src: Path, dst: Path) -> Path:
 
 
 class _Reader:
-    """CalibrationDataReader over float32 samples [N, ...] in the ONNX input's layout, one at a time."""
+    """CalibrationDataReader over float32 samples {input name: [N, ...]} in the ONNX inputs' layout, one at a time."""
 
-    def __init__(self, name: str, x: np.ndarray) -> None:
-        self.name, self.x, self.i = name, np.ascontiguousarray(x, dtype=np.float32), 0
+    def __init__(self, samples: dict[str, np.ndarray]) -> None:
+        self.x = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in samples.items()}
+        self.n, self.i = len(next(iter(self.x.values()))), 0
 
     def get_next(self):
-        if self.i >= len(self.x):
+        if self.i >= self.n:
             return None
         self.i += 1
-        return {self.name: self.x[self.i - 1 : self.i]}
+        return {k: v[self.i - 1 : self.i] for k, v in self.x.items()}
 
     def rewind(self) -> None:
         self.i = 0
@@ -49,10 +50,10 @@ def _preprocessed(src: Path, work: Path) -> Path:
         return pre
 
 
-def to_int8_static(src: Path, dst: Path, calib: np.ndarray, input_name: str, work: Path) -> Path:
+def to_int8_static(src: Path, dst: Path, calib: dict[str, np.ndarray], work: Path) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    reader = type("Reader", (_Reader, CalibrationDataReader), {})(input_name, calib)
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(calib)
     pre = _preprocessed(src, work)
     try:
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 
 
-def fold_flatten_linear(model: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[torch.nn.Module, list[str]]:
-    """(rewritten copy, names of the Linear layers turned into full-map convolutions)."""
+def fold_flatten_linear(model: torch.nn.Module, input_shapes: list[tuple[int, ...]]) -> tuple[torch.nn.Module, list[str]]:
+    """(rewritten copy, names of the Linear layers turned into full-map convolutions); one shape per input."""
     import copy
 
     import torch.fx as fx
@@ -22,7 +22,7 @@ def fold_flatten_linear(model: torch.nn.Module, input_shape: tuple[int, ...]) ->
 
     try:
         gm = fx.symbolic_trace(copy.deepcopy(model).eval())
-        ShapeProp(gm).propagate(torch.zeros((1, *input_shape)))
+        ShapeProp(gm).propagate(*[torch.zeros((1, *s)) for s in input_shapes])
     except Exception:  # noqa: BLE001 - untraceable: export as is
         return model, []
     modules = dict(gm.named_modules())
@@ -65,7 +65,7 @@ def fold_flatten_linear(model: torch.nn.Module, input_shape: tuple[int, ...]) ->
     gm.recompile()
     gm.eval()
     with torch.no_grad():  # refuse a rewrite that changes the outputs
-        x = torch.randn((2, *input_shape))
-        if not torch.allclose(model.eval()(x), gm(x), atol=1e-4, rtol=1e-4):
+        x = [torch.randn((2, *s)) for s in input_shapes]
+        if not torch.allclose(model.eval()(*x), gm(*x), atol=1e-4, rtol=1e-4):
             return model, []
     return gm, done

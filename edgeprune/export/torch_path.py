@@ -15,7 +15,6 @@ import numpy as np
 from edgeprune.errors import EdgepruneError
 
 OPSET = 17
-OUTPUT_NAME = "probs"
 
 # onnx2tf's output file suffixes -> our precision keys ("int8" picks the int8-I/O or float-I/O variant)
 ONNX2TF_FILES = {
@@ -53,7 +52,7 @@ def alternative(twin: bool, reason: str = "") -> str:
 
 
 def with_softmax(model: Any) -> Any:
-    """PyTorch classifiers return logits; exported artifacts output probabilities like the Keras twins."""
+    """PyTorch classifiers return logits; exported classifiers output probabilities like the Keras twins."""
     import torch
 
     class ProbsWrapper(torch.nn.Module):
@@ -61,8 +60,8 @@ def with_softmax(model: Any) -> Any:
             super().__init__()
             self.inner = inner
 
-        def forward(self, x):
-            return torch.softmax(self.inner(x), dim=1)
+        def forward(self, *x):
+            return torch.softmax(self.inner(*x), dim=1)
 
     wrapped = ProbsWrapper(model)
     wrapped.eval()
@@ -87,27 +86,25 @@ def _mha_fastpath_off() -> Iterator[None]:
         mha.set_fastpath_enabled(before)
 
 
-def to_onnx(model: Any, path: Path, input_shape: tuple[int, ...], dynamic_batch: bool = True,
-            input_name: str = "logmel", twin: bool = True) -> Path:
-    """torch.onnx.export (TorchScript exporter: the dynamo one needs onnxscript) with a softmax head.
+def to_onnx(model: Any, path: Path, input_shapes: list[tuple[int, ...]], input_names: list[str], output_name: str,
+            dynamic_batch: bool = True, twin: bool = True, softmax: bool = True) -> Path:
+    """torch.onnx.export (TorchScript exporter: the dynamo one needs onnxscript), with a softmax head for
+    classifiers (`softmax`).
 
-    `input_shape` is one sample's shape in the model's own layout ([1, 40, 500] for the DCASE baseline);
-    `twin` says whether a Keras twin exists to suggest when an operator does not export."""
+    `input_shapes` are one sample's shapes in the model's own layout ([1, 40, 500] for the DCASE baseline), one per
+    input in call order; `twin` says whether a Keras twin exists to suggest when an operator does not export."""
     import torch
 
-    wrapped = with_softmax(model)
-    dummy = torch.zeros((1, *input_shape), dtype=torch.float32)
-    kwargs: dict[str, Any] = dict(input_names=[input_name], output_names=[OUTPUT_NAME], opset_version=OPSET,
+    wrapped = with_softmax(model) if softmax else model.eval()
+    dummy = tuple(torch.zeros((1, *shape), dtype=torch.float32) for shape in input_shapes)
+    kwargs: dict[str, Any] = dict(input_names=list(input_names), output_names=[output_name], opset_version=OPSET,
                                   do_constant_folding=True)
     if dynamic_batch:
-        kwargs["dynamic_axes"] = {input_name: {0: "N"}, OUTPUT_NAME: {0: "N"}}
+        kwargs["dynamic_axes"] = {**{n: {0: "N"} for n in input_names}, output_name: {0: "N"}}
     buf = io.StringIO()
     try:
         with torch.no_grad(), _mha_fastpath_off(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            try:
-                torch.onnx.export(wrapped, (dummy,), str(path), dynamo=False, **kwargs)
-            except TypeError:  # older torch without the dynamo argument
-                torch.onnx.export(wrapped, (dummy,), str(path), **kwargs)
+            torch.onnx.export(wrapped, dummy, str(path), dynamo=False, **kwargs)
     except Exception as exc:  # noqa: BLE001 - torch names the operator it cannot export
         reason = _torch_reason(exc)
         raise EdgepruneError(f"PyTorch -> ONNX export failed: {reason}. Replace that operator in the model, or "
@@ -118,33 +115,39 @@ def to_onnx(model: Any, path: Path, input_shape: tuple[int, ...], dynamic_batch:
     return path
 
 
-def onnx_to_tflite(onnx_path: Path, out_dir: Path, calib: np.ndarray | None, quants: set[str], int8_io: bool,
-                   progress: bool = False, keep_layout: bool = False, twin: bool = True) -> dict[str, Path]:
+def onnx_to_tflite(onnx_path: Path, out_dir: Path, samples: dict[str, np.ndarray], quants: set[str], int8_io: bool,
+                   progress: bool = False, keep_layout: list[str] | None = None, twin: bool = True) -> dict[str, Path]:
     """One onnx2tf.convert call writes every precision; returns {precision: .tflite path} for those asked.
 
     `onnx_path` must have a static shape. onnx2tf gives a channels-first input its channels-last form;
-    `keep_layout` keeps the ONNX input layout instead (onnx2tf then adds a TRANSPOSE after the input).
-    `calib` is float32 [N, ...] in the TFLite input's layout; needed for "int8".
+    `keep_layout` names the inputs that keep their ONNX layout instead (onnx2tf then adds a TRANSPOSE after them).
+    `samples` are float32 [N, ...] per input name, in the TFLite inputs' layout: onnx2tf checks its conversion on
+    them (without real samples it once computed something else, and for 3-channel inputs it downloads image data)
+    and calibrates "int8" with them.
     """
     work = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=out_dir))
     src = _simplified(Path(onnx_path), work)
-    input_name = _onnx_input_name(src)
+    names = _onnx_input_names(src)
+    missing = [n for n in names if n not in samples]
+    if missing:
+        raise EdgepruneError(f"onnx2tf needs sample inputs for {', '.join(missing)}")
+    data = []
+    for i, name in enumerate(names):
+        npy = work / f"samples_{i}.npy"
+        np.save(npy, np.ascontiguousarray(samples[name], dtype=np.float32))
+        data.append([name, str(npy), 0.0, 1.0])
     kwargs: dict[str, Any] = dict(
         input_onnx_file_path=str(src), output_folder_path=str(work),
         copy_onnx_input_output_names_to_tflite=True, non_verbose=not progress,
         output_dynamic_range_quantized_tflite="dynamic" in quants,
+        custom_input_op_name_np_data_path=data,
     )
     if keep_layout:
         # onnx2tf's node names start with "/" on this path, which its SavedModel step rejects unless it writes
         # signature defs (its own advice: -osd)
-        kwargs.update(keep_ncw_or_nchw_or_ncdhw_input_names=[input_name], output_signaturedefs=True)
+        kwargs.update(keep_ncw_or_nchw_or_ncdhw_input_names=list(keep_layout), output_signaturedefs=True)
     if "int8" in quants:
-        if calib is None:
-            raise EdgepruneError("int8 export needs calibration data (calib=[N, ...] float32 samples)")
-        npy = work / "calib.npy"
-        np.save(npy, np.ascontiguousarray(calib, dtype=np.float32))
-        kwargs.update(output_integer_quantized_tflite=True, input_quant_dtype="int8", output_quant_dtype="int8",
-                      custom_input_op_name_np_data_path=[[input_name, str(npy), 0.0, 1.0]])
+        kwargs.update(output_integer_quantized_tflite=True, input_quant_dtype="int8", output_quant_dtype="int8")
     rc, log = _run_onnx2tf(kwargs, capture=not progress)
     if rc < 0:  # killed by a signal: TensorFlow crashed inside onnx2tf
         done = [q for q in ("fp32", "fp16", "dynamic") if (work / f"{src.stem}{ONNX2TF_FILES[q]}").is_file()]
@@ -264,15 +267,12 @@ def _simplified(onnx_path: Path, work: Path) -> Path:
     return dst
 
 
-def _onnx_input_name(path: Path) -> str:
+def _onnx_input_names(path: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {t.name for t in graph.initializer}
-    inputs = [i.name for i in graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise EdgepruneError(f"{path.name}: {len(inputs)} inputs; export handles models with one input")
-    return inputs[0]
+    return [i.name for i in graph.input if i.name not in initializers]
 
 
 def _torch_reason(exc: BaseException) -> str:

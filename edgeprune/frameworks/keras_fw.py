@@ -1,10 +1,10 @@
-"""Keras 3 (TensorFlow backend) adapter. Training and evaluation take log-mel features [N, 40, 500] and make them
-channels-last [N, 40, 500, 1]; export feeds inputs already in the model's own layout (forward_proba)."""
+"""Keras 3 (TensorFlow backend) adapter: the same surface as the PyTorch one. Keras classifiers end in softmax, so
+their outputs already are probabilities."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -12,6 +12,8 @@ import numpy as np
 from edgeprune.errors import EdgepruneError
 
 NAME = "keras"
+LOSSES = ("cross_entropy", "masked_magnitude")
+MAGNITUDE_POWER, MAGNITUDE_EPS = 0.3, 1e-4  # as the PyTorch adapter
 
 
 def seed_everything(seed: int) -> None:
@@ -20,59 +22,87 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def to_input(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x[..., None], dtype=np.float32)
+def _call_args(inputs: Sequence[np.ndarray], start: int, stop: int) -> Any:
+    # A single input as an array, not a one-element list: Keras warns when the call structure differs.
+    batch = [np.ascontiguousarray(x[start:stop], dtype=np.float32) for x in inputs]
+    return batch[0] if len(batch) == 1 else batch
 
 
-def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Class probabilities [N, classes] from log-mel features [N, 40, 500] (the Keras twins end in softmax)."""
-    return forward_proba(model, x[..., None], batch_size)
-
-
-def forward_proba(model: keras.Model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """The model's outputs (probabilities for models ending in softmax, as Keras classifiers do) for inputs
-    already in its own layout [N, *input shape]."""
+def forward(model: keras.Model, inputs: Sequence[np.ndarray], batch_size: int = 128) -> np.ndarray:
+    """The model's (first) output, for inputs already in its own layout, one array per input."""
     out = []
-    for i in range(0, len(x), batch_size):
-        batch = np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)
-        out.append(np.asarray(model(batch, training=False)))
+    for i in range(0, len(inputs[0]), batch_size):
+        y = model(_call_args(inputs, i, i + batch_size), training=False)
+        out.append(np.asarray(y[0] if isinstance(y, (list, tuple)) else y))
     return np.concatenate(out).astype(np.float32)
 
 
-class Trainer:
-    """Adam + sparse cross-entropy, one batch at a time through Keras' compiled train step.
-
-    With `temperature` set, the loss is alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE, as in the
-    PyTorch adapter. The Keras twins end in softmax, so logits are recovered as log-probabilities (softmax is
-    invariant to the constant this leaves), and the teacher's probabilities travel packed beside the label.
-    """
-
-    def __init__(self, model: keras.Model, lr: float, temperature: float | None = None, alpha: float = 0.5) -> None:
-        self.model = model
-        self.distill = temperature is not None
-        loss = _distill_loss(temperature, alpha) if self.distill else "sparse_categorical_crossentropy"
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
-
-    def step(self, x: np.ndarray, y: np.ndarray, teacher_probs: np.ndarray | None = None) -> float:
-        target = y
-        if self.distill:
-            target = np.concatenate([y[:, None].astype(np.float32), teacher_probs.astype(np.float32)], axis=1)
-        return float(self.model.train_on_batch(to_input(x), target))
+def predict(model: keras.Model, inputs: Sequence[np.ndarray], kind: str, batch_size: int = 128) -> np.ndarray:
+    """Outputs of the task's kind (Keras classifiers already end in softmax)."""
+    return forward(model, inputs, batch_size)
 
 
-def _distill_loss(t: float, alpha: float):
+def _task_loss(loss: str, perm: tuple[int, ...] | None, temperature: float | None, alpha: float):
     from keras import ops
 
-    def loss(packed, probs):
-        labels = ops.cast(packed[:, 0], "int32")
-        teacher = packed[:, 1:]
-        ce = keras.losses.sparse_categorical_crossentropy(labels, probs)
-        student_t = ops.log_softmax(ops.log(ops.maximum(probs, 1e-12)) / t, axis=1)
-        teacher_t = ops.log_softmax(ops.log(ops.maximum(teacher, 1e-12)) / t, axis=1)
-        kd = ops.sum(ops.exp(teacher_t) * (teacher_t - student_t), axis=1)
-        return alpha * t * t * kd + (1 - alpha) * ce
+    def to_task(pred):
+        return pred if perm is None else ops.transpose(pred, perm)
 
-    return loss
+    if loss == "cross_entropy":
+        if temperature is None:
+            return "sparse_categorical_crossentropy"
+        t = temperature
+
+        def distilled(packed, probs):  # labels and teacher probabilities travel packed: [N, 1 + K]
+            labels = ops.cast(packed[:, 0], "int32")
+            teacher = packed[:, 1:]
+            ce = keras.losses.sparse_categorical_crossentropy(labels, probs)
+            student_t = ops.log_softmax(ops.log(ops.maximum(probs, 1e-12)) / t, axis=1)
+            teacher_t = ops.log_softmax(ops.log(ops.maximum(teacher, 1e-12)) / t, axis=1)
+            kd = ops.sum(ops.exp(teacher_t) * (teacher_t - student_t), axis=1)
+            return alpha * t * t * kd + (1 - alpha) * ce
+
+        return distilled
+    if loss == "masked_magnitude":
+
+        def masked(packed, mask):  # [N, 2 (+1 with a teacher's mask), F, T] in the task's axes
+            mask = to_task(mask)
+            clean, noisy = packed[:, 0], packed[:, 1]
+            est = ops.power(mask * noisy + MAGNITUDE_EPS, MAGNITUDE_POWER)
+            task = ops.mean(ops.square(est - ops.power(clean + MAGNITUDE_EPS, MAGNITUDE_POWER)))
+            if temperature is None:
+                return task
+            return alpha * ops.mean(ops.square(mask - packed[:, 2])) + (1 - alpha) * task
+
+        return masked
+    raise EdgepruneError(f"loss '{loss}' has no Keras implementation (the Keras adapter has {', '.join(LOSSES)}); "
+                         "train the PyTorch twin")
+
+
+class Trainer:
+    """Adam and a task loss, one batch at a time through Keras' compiled train step; the same losses as the
+    PyTorch adapter. Keras losses see only (target, prediction), so a teacher's outputs travel packed beside the
+    target: labels + teacher probabilities [N, 1 + K]; clean and noisy magnitudes + teacher mask [N, 3, F, T].
+    The Keras twins end in softmax, so distillation recovers logits as log-probabilities (softmax is invariant to
+    the constant this leaves)."""
+
+    def __init__(self, model: keras.Model, lr: float, loss: str = "cross_entropy",
+                 output_perm: Sequence[int] | None = None, output_kind: str = "probs",
+                 temperature: float | None = None, alpha: float = 0.5, clip_norm: float | None = None) -> None:
+        self.model, self.loss = model, loss
+        self.distill = temperature is not None
+        perm = None if output_perm is None or list(output_perm) == sorted(output_perm) else tuple(output_perm)
+        self.perm = perm
+        optimizer = keras.optimizers.Adam(lr, clipnorm=clip_norm) if clip_norm else keras.optimizers.Adam(lr)
+        model.compile(optimizer=optimizer, loss=_task_loss(loss, perm, temperature, alpha))
+
+    def step(self, inputs: Sequence[np.ndarray], target: np.ndarray, teacher: np.ndarray | None = None) -> float:
+        if self.distill:
+            if self.loss == "cross_entropy":
+                target = np.concatenate([target[:, None].astype(np.float32), teacher.astype(np.float32)], axis=1)
+            else:  # the teacher's mask comes in the task's axes, like the targets
+                target = np.concatenate([target, teacher[:, None]], axis=1)
+        return float(self.model.train_on_batch(_call_args(inputs, 0, len(inputs[0])), target))
 
 
 def get_weights(model: keras.Model) -> dict[str, np.ndarray]:
@@ -97,8 +127,9 @@ def count_params(model: keras.Model) -> int:
     return int(model.count_params())
 
 
-def layer_rows(model: keras.Model, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:
-    """One row per layer: name, type, output shape, params and MACs (conv, depthwise and dense)."""
+def layer_rows(model: keras.Model, input_shapes: Sequence[tuple[int, ...]] = ()) -> list[dict[str, Any]]:
+    """One row per layer: name, type, output shape, params and MACs (conv, depthwise and dense). The shapes come
+    from the model's own graph."""
     rows = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -115,7 +146,3 @@ def layer_rows(model: keras.Model, input_shape: tuple[int, ...]) -> list[dict[st
         rows.append({"name": layer.name, "type": type(layer).__name__, "output": list(out),
                      "params": int(layer.count_params()), "macs": macs})
     return rows
-
-
-def input_shape(arch: dict[str, Any]) -> tuple[int, ...]:
-    return (arch["n_mels"], arch["n_frames"], 1)

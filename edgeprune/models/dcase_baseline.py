@@ -13,16 +13,27 @@ softmax for predictions.
 
 from __future__ import annotations
 
-from edgeprune.models.input_spec import InputSpec
-from edgeprune.models.registry import register, register_input
+from edgeprune.models.registry import ModelEntry, builder, register_model
 
 NAME = "dcase2021_baseline"
-DEFAULTS = dict(conv1=16, conv2=16, conv3=32, dense1=100, n_classes=10, n_mels=40, n_frames=500, dropout=0.3)
-DESCRIPTION = "DCASE 2021 task 1a baseline CNN (3 conv + 2 dense, 46,246 params, 286.6 M MACs)"
+DEFAULTS = dict(conv1=16, conv2=16, conv3=32, dense1=100, dropout=0.3)
 BN_EPS, BN_MOMENTUM = 1e-3, 0.9
 
 
-@register(NAME, DESCRIPTION, DEFAULTS, "torch")
+def _task_args(task) -> dict:
+    (n_mels, n_frames) = task.inputs[0].shape
+    return {"n_mels": n_mels, "n_frames": n_frames, "n_classes": task.n_classes}
+
+
+# Log-mel "FT" with a unit channel axis: NCHW in PyTorch, NHWC in Keras. TFLite gets NHWC either way (onnx2tf's
+# channels-last form of NCHW), so both twins' files take the same [1, 40, 500, 1] input.
+register_model(ModelEntry(
+    NAME, "DCASE 2021 task 1a baseline CNN (3 conv + 2 dense, 46,246 params, 286.6 M MACs)", DEFAULTS,
+    tasks=("scenes",), task_args=_task_args,
+    layouts={"torch": (("NCHW", "1FT"),), "keras": (("NHWC", "FT1"),)}))
+
+
+@builder(NAME, "torch")
 def build_torch(conv1, conv2, conv3, dense1, n_classes, n_mels, n_frames, dropout):
     import torch.nn as nn
 
@@ -54,7 +65,7 @@ def build_torch(conv1, conv2, conv3, dense1, n_classes, n_mels, n_frames, dropou
     return DcaseBaseline()
 
 
-@register(NAME, DESCRIPTION, DEFAULTS, "keras")
+@builder(NAME, "keras")
 def build_keras(conv1, conv2, conv3, dense1, n_classes, n_mels, n_frames, dropout):
     import keras
     from keras import layers as L
@@ -73,12 +84,3 @@ def build_keras(conv1, conv2, conv3, dense1, n_classes, n_mels, n_frames, dropou
     x = L.Dropout(dropout, name="drop3")(L.Dense(dense1, activation="relu", name="dense1")(x))
     outputs = L.Dense(n_classes, activation="softmax", name="dense2")(x)
     return keras.Model(inputs, outputs, name=NAME)
-
-
-@register_input(NAME)
-def input_spec(args: dict, framework: str) -> InputSpec:
-    """Log-mel [n_mels, n_frames] with a unit channel axis: NCHW in PyTorch, NHWC in Keras. TFLite gets NHWC either
-    way (onnx2tf's channels-last form of NCHW), so both twins' files take the same [1, 40, 500, 1] input."""
-    if framework == "torch":
-        return InputSpec((1, args["n_mels"], args["n_frames"]), "NCHW", name="logmel")
-    return InputSpec((args["n_mels"], args["n_frames"], 1), "NHWC", name="logmel")

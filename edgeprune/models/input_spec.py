@@ -8,6 +8,11 @@ TFLite file gets. Export, parity, the data checks and the manifest read this ins
 
 Layouts are axis letters with the batch axis first: N batch, C channels, D / H / W spatial (or time); any other
 upper-case letter is an axis no converter moves (e.g. "NT" for a waveform [N, samples]).
+
+A registered model's specs also say where the task's feature axes go (`axes`, one letter per non-batch axis, "1"
+for a unit axis) and in which order the data holds them (`feature_axes`): the DCASE baseline's PyTorch twin takes
+log-mel "FT" as NCHW with axes "1FT", its Keras twin as NHWC with axes "FT1", a Conv1d over mel bands as NCW "FT",
+its Keras twin as NWC "TF". Arrays in the feature layout are then rearranged for the model, ONNX and TFLite files.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.arrays import arrange
 from edgeprune.errors import EdgepruneError
 
 # onnx2tf gives every channels-first input of rank 3 to 5 its channels-last form; that is the layout TFLite
@@ -37,6 +43,9 @@ class InputSpec:
     layout: str
     tflite_layout: str | None = None
     name: str = "input"
+    axes: str | None = None  # feature letter (or "1") of each non-batch axis of `shape`
+    feature_axes: str | None = None  # the order the data holds the feature axes in, e.g. "FT"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         shape = tuple(self.shape)
@@ -50,6 +59,15 @@ class InputSpec:
                 raise EdgepruneError(f"tflite_layout '{self.tflite_layout}' must reorder the axes of '{self.layout}'")
         if not self.name or not str(self.name).replace("_", "").isalnum():
             raise EdgepruneError(f"input name {self.name!r}: expected letters, digits and underscores")
+        if (self.axes is None) != (self.feature_axes is None):
+            raise EdgepruneError("InputSpec: give both axes and feature_axes, or neither")
+        if self.axes is not None:
+            named = [a for a in self.axes if a != "1"]
+            if len(self.axes) != len(shape) or sorted(named) != sorted(self.feature_axes):
+                raise EdgepruneError(f"InputSpec axes '{self.axes}' must name the {len(shape)} axes of {list(shape)} "
+                                     f"with the feature axes '{self.feature_axes}' once each and '1' for unit axes")
+            if any(n != 1 for n, a in zip(shape, self.axes) if a == "1"):
+                raise EdgepruneError(f"InputSpec axes '{self.axes}': a '1' axis of {list(shape)} is not of size 1")
 
     def resolve(self, framework: str) -> InputSpec:
         """This spec with `tflite_layout` filled in for `framework`'s converter, or a clear error when that
@@ -70,6 +88,27 @@ class InputSpec:
         """One sample's shape in the TFLite layout (call on a resolved spec)."""
         return tuple(self.shape[self.layout.index(a) - 1] for a in self._tflite()[1:])
 
+    @property
+    def feature_shape(self) -> tuple[int, ...] | None:
+        """One sample's shape as the data holds it (None when the spec has no feature axes)."""
+        if self.axes is None:
+            return None
+        return tuple(self.shape[self.axes.index(a)] for a in self.feature_axes)
+
+    def file_axes(self, fmt: str) -> str | None:
+        """The feature letters of a file's input axes, batch first: "N1FT" for an ONNX file of the DCASE baseline's
+        PyTorch twin, "NFT1" for its TFLite file (call on a resolved spec)."""
+        if self.axes is None:
+            return None
+        source = "N" + self.axes
+        if fmt == "onnx":
+            return source
+        return "".join(source[self.layout.index(a)] for a in self._tflite())
+
+    def from_features(self, x: np.ndarray) -> np.ndarray:
+        """A batch [N, *feature_shape] -> the model's own layout [N, *shape]."""
+        return np.ascontiguousarray(arrange(x, "N" + self.feature_axes, "N" + self.axes))
+
     def to_tflite(self, x: np.ndarray) -> np.ndarray:
         """A batch [N, *shape] in the source layout -> the same batch in the TFLite layout."""
         perm = [self.layout.index(a) for a in self._tflite()]
@@ -80,8 +119,12 @@ class InputSpec:
 
         Single-channel inputs may also come without their channel axis, or with it last or first (the DCASE
         baseline takes log-mel [N, 40, 500], [N, 40, 500, 1] and [N, 1, 40, 500]): only a unit axis moves, so
-        reshaping to `shape` keeps every value where it was.
+        reshaping to `shape` keeps every value where it was. A spec with feature axes also takes the data's own
+        layout ([N, *feature_shape]) and rearranges it.
         """
+        if (self.feature_shape is not None and isinstance(x, np.ndarray) and x.ndim == len(self.feature_shape) + 1
+                and tuple(x.shape[1:]) == self.feature_shape and tuple(x.shape[1:]) != self.shape):
+            x = self.from_features(x)
         accepted = self._accepted_shapes()
         alternatives = " or ".join(f"[N, {', '.join(map(str, s))}]" for s in accepted[1:])
         expected = (f"a float32 array [N, {', '.join(map(str, self.shape))}] ({self.layout}) of input samples"
@@ -98,8 +141,12 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's record of the input (batch axis included in the shapes)."""
-        return {"name": self.name, "shape": [1, *self.shape], "layout": self.layout,
-                "tflite_shape": [1, *self.tflite_shape], "tflite_layout": self._tflite()}
+        out = {"name": self.name, "shape": [1, *self.shape], "layout": self.layout, "dtype": self.dtype,
+               "tflite_shape": [1, *self.tflite_shape], "tflite_layout": self._tflite()}
+        if self.axes is not None:
+            out.update(feature_shape=list(self.feature_shape), feature_axes=self.feature_axes,
+                       axes={"onnx": self.file_axes("onnx"), "tflite": self.file_axes("tflite")})
+        return out
 
     def _tflite(self) -> str:
         if self.tflite_layout is None:

@@ -1,5 +1,15 @@
-"""Models by name. A model is registered once with a builder per framework; its architecture spec is the
-builder's keyword arguments, so a checkpoint (weights + JSON spec) rebuilds it, pruned widths included."""
+"""Models by name. A model is registered once (`register_model`) with the tasks it serves, its default arguments,
+the arguments that follow from a task (input sizes, classes, head), and where each framework wants the task's
+feature axes; then one builder per framework (`@builder`). Its architecture spec is the model name, the task and
+the builder's keyword arguments, so a checkpoint (weights + JSON spec) rebuilds it, pruned widths included.
+
+    register_model(ModelEntry("resnet-kws", "...", defaults={...}, tasks=("keywords",),
+                              task_args=lambda task: {"n_mels": ..., "n_classes": task.n_classes},
+                              layouts={"torch": (("NCHW", "1FT"),), "keras": (("NHWC", "FT1"),)}))
+
+    @builder("resnet-kws", "torch")
+    def build_torch(**args): ...
+"""
 
 from __future__ import annotations
 
@@ -8,41 +18,52 @@ from typing import Any, Callable
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.input_spec import InputSpec
+from edgeprune.tasks import Task, get_task
 
 FRAMEWORKS = ("torch", "keras")
 
 
 @dataclass
 class ModelEntry:
-    """One registered architecture: default arguments, builders, and the input it expects."""
+    """One registered architecture.
+
+    tasks: the tasks it serves, the default first. task_args(task) -> builder arguments that follow from the task.
+    layouts: per framework, one (layout, axes) per task input, in the task's input order: the layout letters of
+        the model's input tensor and the feature letter ("1": unit axis) of each of its non-batch axes.
+    output_axes: per framework, the axis letters of the model's output without the batch axis (default: the
+        task output's), e.g. {"torch": "FT", "keras": "TF"} for a mask whose Keras twin outputs [N, T, F].
+    training: per profile name, overrides of the profile's epochs / batch_size / lr for this model.
+    """
 
     name: str
     description: str
     defaults: dict[str, Any]
+    tasks: tuple[str, ...]
+    task_args: Callable[[Task], dict[str, Any]]
+    layouts: dict[str, tuple[tuple[str, str], ...]]
+    output_axes: dict[str, str] = field(default_factory=dict)
+    training: dict[str, dict[str, Any]] = field(default_factory=dict)
     builders: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    input_spec: Callable[[dict[str, Any], str], InputSpec] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, description: str, defaults: dict[str, Any], framework: str):
-    """Decorator: register `fn(**arch) -> model` as the `framework` builder of model `name`."""
+def register_model(entry: ModelEntry) -> ModelEntry:
+    """Register an architecture (its builders are added with @builder)."""
+    if entry.name in _REGISTRY:
+        raise EdgepruneError(f"model '{entry.name}' is already registered")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def builder(name: str, framework: str):
+    """Decorator: register `fn(**args) -> model` as the `framework` builder of model `name`."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        entry = _REGISTRY.setdefault(name, ModelEntry(name, description, dict(defaults)))
-        entry.builders[framework] = fn
-        return fn
-
-    return wrap
-
-
-def register_input(name: str):
-    """Decorator: register `fn(args, framework) -> InputSpec`, the input of model `name` built from `args`
-    (below the model's builders, which create its entry)."""
-
-    def wrap(fn: Callable[[dict[str, Any], str], InputSpec]) -> Callable[[dict[str, Any], str], InputSpec]:
-        _REGISTRY[name].input_spec = fn
+        if framework not in FRAMEWORKS:
+            raise EdgepruneError(f"unknown framework '{framework}'; expected one of {', '.join(FRAMEWORKS)}")
+        _REGISTRY[name].builders[framework] = fn
         return fn
 
     return wrap
@@ -62,13 +83,23 @@ def list_models() -> list[ModelEntry]:
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
-def arch_spec(name: str, **overrides: Any) -> dict[str, Any]:
-    """A complete architecture spec: the model name plus all builder arguments (defaults filled in)."""
+def task_of(arch: dict[str, Any]) -> Task:
+    """The task of an architecture spec (specs written before tasks existed get the model's default task)."""
+    return get_task(arch.get("task") or get_entry(arch["model"]).tasks[0])
+
+
+def arch_spec(name: str, task: str | Task | None = None, **overrides: Any) -> dict[str, Any]:
+    """A complete architecture spec: model name, task, and every builder argument (defaults, then what the task
+    implies, then `overrides`)."""
     entry = get_entry(name)
-    unknown = set(overrides) - set(entry.defaults)
+    task = get_task(task or entry.tasks[0])
+    if task.name not in entry.tasks:
+        raise EdgepruneError(f"model '{name}' serves the task(s) {', '.join(entry.tasks)}, not '{task.name}'")
+    args = {**entry.defaults, **entry.task_args(task)}
+    unknown = set(overrides) - set(args)
     if unknown:
-        raise EdgepruneError(f"model '{name}' has no argument(s) {sorted(unknown)}; it takes {sorted(entry.defaults)}")
-    return {"model": name, "args": {**entry.defaults, **overrides}}
+        raise EdgepruneError(f"model '{name}' has no argument(s) {sorted(unknown)}; it takes {sorted(args)}")
+    return {"model": name, "task": task.name, "args": {**args, **overrides}}
 
 
 def build(spec: dict[str, Any], framework: str) -> Any:
@@ -77,22 +108,42 @@ def build(spec: dict[str, Any], framework: str) -> Any:
         raise EdgepruneError(f"unknown framework '{framework}'; expected one of {', '.join(FRAMEWORKS)}")
     entry = get_entry(spec["model"])
     if framework not in entry.builders:
-        raise EdgepruneError(f"model '{entry.name}' has no {framework} implementation")
+        raise EdgepruneError(f"model '{entry.name}' has no {framework} implementation "
+                             f"(it has {', '.join(sorted(entry.builders))})")
     args = {**entry.defaults, **spec.get("args", {})}
     return entry.builders[framework](**args)
 
 
-def input_spec(spec: dict[str, Any], framework: str) -> InputSpec:
-    """The input of the model an architecture spec builds in `framework` (shape, layout, tensor name)."""
+def input_specs(spec: dict[str, Any], framework: str) -> list[InputSpec]:
+    """The inputs of the model an architecture spec builds in `framework`, in the task's input order: shapes from
+    the task's features, layouts from the registration."""
     if framework not in FRAMEWORKS:
         raise EdgepruneError(f"unknown framework '{framework}'; expected one of {', '.join(FRAMEWORKS)}")
     entry = get_entry(spec["model"])
-    if entry.input_spec is None:
-        raise EdgepruneError(f"model '{entry.name}' registers no input spec; export it with export_model(model, "
-                             "InputSpec(...)) instead")
-    return entry.input_spec({**entry.defaults, **spec.get("args", {})}, framework)
+    task = task_of(spec)
+    if framework not in entry.layouts:
+        raise EdgepruneError(f"model '{entry.name}' has no {framework} implementation")
+    specs = []
+    for feature, (layout, axes) in zip(task.inputs, entry.layouts[framework], strict=True):
+        shape = tuple(1 if a == "1" else feature.shape[feature.axes.index(a)] for a in axes)
+        specs.append(InputSpec(shape, layout, name=feature.name, axes=axes, feature_axes=feature.axes,
+                               dtype=feature.dtype))
+    return specs
+
+
+def output_axes(spec: dict[str, Any], framework: str) -> str:
+    """Axis letters of the model's output (no batch axis) in `framework`."""
+    return get_entry(spec["model"]).output_axes.get(framework) or task_of(spec).output.axes
+
+
+def input_spec(spec: dict[str, Any], framework: str) -> InputSpec:
+    """The input of a single-input model (see `input_specs`)."""
+    specs = input_specs(spec, framework)
+    if len(specs) != 1:
+        raise EdgepruneError(f"model '{spec['model']}' takes {len(specs)} inputs ({', '.join(s.name for s in specs)})")
+    return specs[0]
 
 
 def _load_builtin() -> None:
-    # Importing the model modules runs their @register decorators; frameworks are imported lazily inside them.
+    # Importing the model modules runs their registrations; frameworks are imported lazily inside the builders.
     from edgeprune.models import dcase_baseline  # noqa: F401

@@ -1,9 +1,8 @@
-"""One pruning call for both frameworks: keep-lists in, a smaller model and a per-layer table out.
+"""One channel-pruning call for both frameworks: keep-lists in, a smaller model and a per-layer table out.
 
 Surgery is per framework (`torch_surgery` on Torch-Pruning's dependency graph, `keras_surgery` by rebuilding the
-Keras graph); targets, tables and checkpoints are shared. A pruned checkpoint stores its parent's architecture
-plus the keep-lists, and loading replays them, so any model that can be pruned can be saved and loaded without
-pickling.
+Keras graph); targets, tables and checkpoints are shared. Channel keep-lists are the "channels" transform of a
+checkpoint's transform list (`pruning.transforms`).
 """
 
 from __future__ import annotations
@@ -12,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeprune.frameworks import get_adapter
+from edgeprune.models.measure import layer_table
+from edgeprune.models.registry import input_specs
+from edgeprune.pruning.transforms import register_transform
 
 
 @dataclass
@@ -24,16 +25,17 @@ class PruneResult:
     seconds: float = 0.0
 
 
-def _example_inputs(framework: str, arch: dict[str, Any]):
+def example_inputs(framework: str, arch: dict[str, Any]) -> Any:
+    """Zero inputs of batch 1 in the model's own layout: a tuple of tensors (torch) or one array / a list (Keras)."""
     import numpy as np
 
-    adapter = get_adapter(framework)
-    x = np.zeros((1, *adapter.input_shape(arch["args"])), dtype=np.float32)
+    shapes = [s.shape for s in input_specs(arch, framework)]
     if framework == "torch":
-        import torch
+        from edgeprune.frameworks.torch_fw import example_inputs as zeros
 
-        return torch.from_numpy(x)
-    return x
+        return zeros(shapes)
+    arrays = [np.zeros((1, *s), dtype=np.float32) for s in shapes]
+    return arrays[0] if len(arrays) == 1 else arrays
 
 
 def apply_keep(model: Any, framework: str, arch: dict[str, Any], keep: dict[str, list[int]]) -> tuple[Any, list[str]]:
@@ -41,10 +43,20 @@ def apply_keep(model: Any, framework: str, arch: dict[str, Any], keep: dict[str,
     if framework == "torch":
         from edgeprune.pruning.torch_surgery import prune_torch
 
-        return prune_torch(model, keep, _example_inputs(framework, arch))
+        return prune_torch(model, keep, example_inputs(framework, arch))
     from edgeprune.pruning.keras_surgery import prune_keras
 
     return prune_keras(model, keep)
+
+
+@register_transform("channels")
+def _channels(model: Any, framework: str, arch: dict[str, Any], params: dict[str, Any]) -> tuple[Any, list[str]]:
+    keep = params.get("keep")
+    if not isinstance(keep, dict):
+        from edgeprune.errors import EdgepruneError
+
+        raise EdgepruneError("a channels transform needs {\"keep\": {layer: [channel indices]}}")
+    return apply_keep(model, framework, arch, keep)
 
 
 def prunable_channels(model: Any, framework: str, arch: dict[str, Any]) -> dict[str, int]:
@@ -52,40 +64,10 @@ def prunable_channels(model: Any, framework: str, arch: dict[str, Any]) -> dict[
     if framework == "torch":
         from edgeprune.pruning.torch_surgery import channels_of
 
-        return channels_of(model, _example_inputs(framework, arch))
+        return channels_of(model, example_inputs(framework, arch))
     from edgeprune.pruning.keras_surgery import channels_of
 
     return channels_of(model)
-
-
-def measure(model: Any, framework: str, arch: dict[str, Any]) -> dict[str, float]:
-    """Parameters (BN statistics counted) and MACs for one input."""
-    from edgeprune.training.run import describe
-
-    info = describe(model, framework, arch)
-    return {"params": info["params"], "macs": info["macs"]}
-
-
-def layer_table(before: Any, after: Any, framework: str, arch: dict[str, Any], criterion: str) -> list[dict[str, Any]]:
-    """Per layer: channels, params and MACs before and after, and the criterion that chose the channels."""
-    from edgeprune.training.run import describe
-
-    old = {r["name"]: r for r in describe(before, framework, arch)["layers"]}
-    new = {r["name"]: r for r in describe(after, framework, arch)["layers"]}
-    rows = []
-    for name, r in old.items():
-        n = new.get(name, {"output": None, "params": 0, "macs": 0})
-        if r["params"] == 0 and r["macs"] == 0:
-            continue
-        ch_axis = 0 if framework == "torch" else -1
-        rows.append({
-            "layer": name, "type": r["type"],
-            "channels_before": r["output"][ch_axis] if r["output"] else None,
-            "channels_after": n["output"][ch_axis] if n["output"] else None,
-            "params_before": r["params"], "params_after": n["params"],
-            "macs_before": r["macs"], "macs_after": n["macs"], "criterion": criterion,
-        })
-    return rows
 
 
 def prune(model: Any, framework: str, arch: dict[str, Any], keep: dict[str, list[int]],

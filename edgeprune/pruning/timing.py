@@ -43,7 +43,7 @@ def measure(framework: str, repeats: int = 5) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results/passive_pruning_time")
+    parser.add_argument("--out", default="runs/bench-host/passive_pruning_time")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     rows = [measure(fw, args.repeats) for fw in ("torch", "keras")]

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.reproduce.dcase_table import DEFAULT_OUT
 
 JOBS = ("dcase-table",)
 
@@ -29,8 +28,8 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
                    help="export parity gate, as for `edgeprune export`")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", help="work folder with every step's files (default runs/reproduce/...)")
-    p.add_argument("--out", default=str(DEFAULT_OUT),
-                   help=f"results stem: OUT.md/.csv/.json/.png, rewritten on every run (default {DEFAULT_OUT})")
+    p.add_argument("--out", help="results stem: OUT.md/.csv/.json/.png, rewritten on every run (default "
+                                 "WORK/dcase_table, under runs/)")
     p.add_argument("--force", action="store_true", help="start over: delete the work folder first")
     p.set_defaults(func=cmd_reproduce)
     return p
@@ -54,4 +53,4 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
     settings = settings_from_args(args)
     work = Path(args.work) if args.work else default_work(settings)
-    run(settings, work, Path(args.out), force=args.force)
+    run(settings, work, Path(args.out) if args.out else None, force=args.force)

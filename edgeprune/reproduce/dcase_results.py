@@ -13,7 +13,7 @@ from edgeprune.fileio import atomic_path, write_json
 from edgeprune.reproduce.seed_table import (FULL_WIDTH, LAYERS, ROWS, SEED, SEED_BASELINE, relations, seed_counts,
                                             size_comparison)
 from edgeprune.tables import markdown_table
-from edgeprune.training.run import machine_description
+from edgeprune.machine import machine_description
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 LABELS = {"fp32": "float32", "fp16": "float16", "dynamic": "dynamic int8 (seed: uint8)", "int8": "full int8"}
@@ -91,7 +91,7 @@ def _agreement(agreement: dict[str, Any] | None, key: str, result: dict[str, Any
 
 def _command(settings, work: Path | None, out: Path | None) -> str:
     """The command line that reproduces this run: every setting that differs from its default, as a flag."""
-    from edgeprune.reproduce.dcase_table import DEFAULT_OUT, Settings, default_work
+    from edgeprune.reproduce.dcase_table import OUT_NAME, Settings, default_work
 
     default = Settings(profile=settings.profile)
     parts = ["edgeprune reproduce dcase-table", f"--profile {settings.profile}"]
@@ -102,9 +102,10 @@ def _command(settings, work: Path | None, out: Path | None) -> str:
             parts.append(f"{flag} {shlex.quote(str(getattr(settings, name)))}")
     parts += [f"--threshold {k}={v}" for k, v in sorted(settings.thresholds.items())]
     parts.append(f"--devices {','.join(settings.devices)}")
-    if work is not None and Path(work) != default_work(settings):
+    work = Path(work) if work is not None else default_work(settings)
+    if work != default_work(settings):
         parts.append(f"--work {shlex.quote(str(work))}")
-    if out is not None and Path(out) != DEFAULT_OUT:
+    if out is not None and Path(out) != work / OUT_NAME:
         parts.append(f"--out {shlex.quote(str(out))}")
     return " ".join(parts)
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune import checkpoint
+from edgeprune.data.datasets import sample_indices
 from edgeprune.errors import EdgepruneError
 from edgeprune.reproduce.seed_table import LAYERS, ROWS
 from edgeprune.reproduce.steps import StepLog
@@ -36,7 +37,7 @@ BASELINE = "baseline"
 # --finetune-epochs 30 gives the seed's count.
 FINETUNE_EPOCHS = {"quick": 3, "full": 10}
 EMULATED_CLIPS = 8
-DEFAULT_OUT = Path("benchmarks/results/dcase_table")
+OUT_NAME = "dcase_table"  # the results stem inside the work folder unless --out says otherwise
 
 
 @dataclass
@@ -68,8 +69,10 @@ def default_work(settings: Settings) -> Path:
     return Path("runs") / "reproduce" / f"dcase-table-{data}-{settings.profile}-{settings.framework}"
 
 
-def run(settings: Settings, work: Path, out: Path, force: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole job; write OUT.{md,csv,json,png}; return the results document."""
+def run(settings: Settings, work: Path, out: Path | None = None, force: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the whole job; write OUT.{md,csv,json,png} (default WORK/dcase_table); return the results
+    document."""
     from edgeprune.reproduce import dcase_results
     from edgeprune.training import run as training
     from edgeprune.training.profiles import get_profile
@@ -85,6 +88,7 @@ def run(settings: Settings, work: Path, out: Path, force: bool = False, progress
     if settings.checkpoint is not None:
         _check_baseline(Path(settings.checkpoint))
     work = Path(work)
+    out = Path(out) if out is not None else work / OUT_NAME
     if force and work.exists():
         shutil.rmtree(work)
     started = time.time()
@@ -116,7 +120,8 @@ def run(settings: Settings, work: Path, out: Path, force: bool = False, progress
                                   outputs=(tuned,))
         models[row] = tuned
 
-    calib = data["train"].x[: settings.calib]
+    train = data["train"]
+    calib = train.x[sample_indices(train, settings.calib, settings.seed, stratify=True)]
     exports = {}
     for name, path in models.items():
         bundle = work / "export" / name
@@ -143,7 +148,7 @@ def _check_baseline(path: Path) -> None:
     spec = checkpoint.read_spec(path)
     if spec["arch"]["model"] != MODEL:
         raise EdgepruneError(f"{path}: a {spec['arch']['model']} checkpoint; the table needs a {MODEL} baseline")
-    if spec.get("pruning"):
+    if checkpoint.transforms_of(spec, path):
         raise EdgepruneError(f"{path} is already pruned; the table starts from the unpruned baseline")
 
 
@@ -159,11 +164,12 @@ def _train_baseline(settings: Settings, data, profile, path: Path, progress: boo
 
 
 def _evaluate(path: Path, data, framework: str) -> dict[str, Any]:
+    from edgeprune.models.measure import describe
     from edgeprune.training import run as training
 
     ckpt = checkpoint.load(path, framework=framework)
     report = training.evaluate(ckpt, data, "test")
-    info = training.describe(ckpt.model, ckpt.framework, ckpt.arch)
+    info = describe(ckpt.model, ckpt.framework, ckpt.arch)
     return {"accuracy": report["accuracy"], "log_loss": report["log_loss"], "n": report["n"],
             "params": info["params"], "macs": info["macs"]}
 

@@ -12,7 +12,6 @@ Criteria compute on numpy arrays; only kernel and activation extraction is per f
 from edgeprune.scoring.base import LayerScores, Scores, ranked_keep
 from edgeprune.scoring.kernels import conv_kernels, resolve_layers, scorable_layers
 from edgeprune.scoring.registry import CriterionEntry, get_criterion, list_criteria, register_criterion, score
-from edgeprune.scoring import activation, magnitude, passive  # noqa: E402,F401  (registers the built-in criteria)
 from edgeprune.scoring.activation import ActivationMeans, activation_l1_means
 from edgeprune.scoring.magnitude import filter_norms
 from edgeprune.scoring.passive import PassiveResult, passive_layer, prototypes

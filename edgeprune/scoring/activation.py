@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.frameworks import framework_of, get_adapter
+from edgeprune.frameworks import framework_of
 from edgeprune.scoring.base import LayerScores
 from edgeprune.scoring.kernels import named_layers, resolve_layers
 from edgeprune.scoring.registry import register_criterion
@@ -38,8 +38,8 @@ def activation_l1_means(model: Any, inputs: np.ndarray | Sequence[np.ndarray], l
 
     inputs: one array (N first) or a tuple/list of arrays for a multi-input model (torch: model(*inputs);
         Keras: model([inputs...])). A single array one rank short of the model's input is taken as features
-        (e.g. DCASE [N, 40, 500]) and laid out with the framework adapter's `to_input`; `features=True/False`
-        forces or forbids that. Already laid-out arrays pass through.
+        (e.g. DCASE [N, 40, 500]) and gets the unit channel axis where the framework puts channels (axis 1 in
+        PyTorch, last in Keras); `features=True/False` forces or forbids that. Already laid-out arrays pass through.
     input_mask: one bool per input; True replaces that input with exact zeros for this pass (masking happens
         only at the model input).
     channel_dim: the channel axis of the layer output (default 1 for torch, -1 for Keras; use -1 for torch
@@ -73,7 +73,7 @@ def activation_l1_means(model: Any, inputs: np.ndarray | Sequence[np.ndarray], l
             for a, masked in zip(arrays, mask):
                 b = a[s : s + batch_size]
                 if convert:
-                    b = np.asarray(get_adapter(fw).to_input(b))
+                    b = b[:, None] if fw == "torch" else b[..., None]
                 b = np.asarray(b)
                 # Exact zeros, same shape and dtype: the masked modality contributes nothing.
                 batch.append(np.zeros_like(b) if masked else b)

@@ -1,8 +1,9 @@
-"""Scores: per-layer, per-output-channel importance, and how they were computed.
+"""Scores: per-layer importance of units, and how they were computed.
 
-Every criterion produces the same thing: for each scored layer one float per output channel (higher = more
-important), optionally the criterion's own keep set (passive filter pruning decides its count by rule), and
-free-form extras (distances, neighbours, ...). `ranked_keep` turns scores into a keep set at a chosen ratio.
+A unit is what a criterion ranks and a transform removes: "channel" (a conv or dense output channel) today;
+heads, FFN rows, layers and blocks come with the methods that score them. Every criterion produces the same
+thing: for each scored layer (or group) one float per unit (higher = more important), optionally the criterion's
+own keep set (passive filter pruning decides its count by rule), and free-form extras (distances, neighbours, ...). `ranked_keep` turns scores into a keep set at a chosen ratio.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Scores:
     criterion: str
     layers: dict[str, LayerScores]
     record: dict[str, Any] = field(default_factory=dict)
+    unit: str = "channel"
 
     def keep_sets(self, ratio: float | None = None, round_to: int = 1) -> dict[str, list[int]]:
         """Kept channels per layer: the criterion's own rule when `ratio` is None, else `ranked_keep`."""
@@ -72,6 +74,7 @@ class Scores:
         return {
             "format": FORMAT,
             "criterion": self.criterion,
+            "unit": self.unit,
             "record": _jsonable(self.record),
             "layers": {
                 name: {"scores": _floats_out(ls.scores), "keep": ls.keep, "extra": _jsonable(ls.extra)}
@@ -88,7 +91,7 @@ class Scores:
                                   None if d.get("keep") is None else [int(i) for i in d["keep"]], d.get("extra", {}))
                 for name, d in data["layers"].items()
             }
-            return cls(str(data["criterion"]), layers, dict(data.get("record", {})))
+            return cls(str(data["criterion"]), layers, dict(data.get("record", {})), str(data.get("unit", "channel")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EdgepruneError(f"not a valid scores document ({type(exc).__name__}: {exc})") from exc
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeprune.frameworks import get_adapter
 from edgeprune.models import arch_spec, build
+from edgeprune.models.inference import model_inputs
 from edgeprune.results import write_result
 
 
@@ -24,10 +25,11 @@ def measure(framework: str, batch_size: int = 32, steps: int = 10, rounds: int =
     """Median training and inference samples/s of the DCASE baseline in `framework`."""
     adapter = get_adapter(framework)
     adapter.seed_everything(0)
-    model = build(arch_spec("dcase2021_baseline"), framework)
+    arch = arch_spec("dcase2021_baseline")
+    model = build(arch, framework)
     trainer = adapter.Trainer(model, 1e-3)
     rng = np.random.default_rng(0)
-    x = rng.normal(-3, 1.5, size=(batch_size, 40, 500)).astype(np.float32)
+    x = model_inputs(arch, framework, {"logmel": rng.normal(-3, 1.5, size=(batch_size, 40, 500)).astype(np.float32)})
     y = rng.integers(0, 10, size=batch_size)
     for _ in range(warmup):
         trainer.step(x, y)
@@ -38,7 +40,7 @@ def measure(framework: str, batch_size: int = 32, steps: int = 10, rounds: int =
             trainer.step(x, y)
         train_rates.append(steps * batch_size / (time.perf_counter() - start))
         start = time.perf_counter()
-        adapter.predict_proba(model, np.repeat(x, 4, axis=0), batch_size=128)
+        adapter.predict(model, [np.repeat(x[0], 4, axis=0)], "probs", batch_size=128)
         infer_rates.append(4 * batch_size / (time.perf_counter() - start))
     return {"framework": framework, "batch_size": batch_size,
             "train_samples_per_s": round(statistics.median(train_rates), 1),
@@ -48,7 +50,7 @@ def measure(framework: str, batch_size: int = 32, steps: int = 10, rounds: int =
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results/training_throughput")
+    parser.add_argument("--out", default="runs/bench-host/training_throughput")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
