@@ -63,3 +63,12 @@ def bundle(tmp_path_factory, tiny_data):
     np.save(root / "X_test.npy", test.x)
     np.save(root / "Y_test.npy", test.y)
     return root
+
+
+def probs(model, x):
+    """A DCASE baseline twin's class probabilities for log-mel features [N, 40, 500] (any widths)."""
+    from edgeprune.frameworks import framework_of
+    from edgeprune.models import arch_spec
+    from edgeprune.models.inference import predict
+
+    return predict(model, framework_of(model), arch_spec("dcase2021_baseline"), {"logmel": x})

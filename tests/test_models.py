@@ -5,7 +5,7 @@ import pytest
 from edgeprune.errors import EdgepruneError
 from edgeprune.frameworks import get_adapter
 from edgeprune.models import arch_spec, build, list_models
-from edgeprune.training.run import describe
+from edgeprune.models.measure import describe
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])

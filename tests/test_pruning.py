@@ -12,7 +12,7 @@ from edgeprune.models import arch_spec, build
 from edgeprune.pruning import api
 from edgeprune.transfer import transfer_weights
 
-from conftest import randomize
+from conftest import randomize, probs
 
 SEED_KEEP_COUNTS = {"conv1": 11, "conv2": 11, "conv3": 22}
 
@@ -50,7 +50,7 @@ def test_twins_pruned_with_the_same_indices_agree(rng):
     tp, _ = api.apply_keep(tm, "torch", arch, keep)
     kp, _ = api.apply_keep(km, "keras", arch, keep)
     x = rng.normal(-3, 1.5, size=(4, 40, 500)).astype(np.float32)
-    assert np.abs(get_adapter("torch").predict_proba(tp, x) - get_adapter("keras").predict_proba(kp, x)).max() < 1e-4
+    assert np.abs(probs(tp, x) - probs(kp, x)).max() < 1e-4
 
 
 def test_cli_score_prune_and_the_pruned_checkpoint_replays(parent, tmp_path, rng, capsys):
@@ -67,8 +67,8 @@ def test_cli_score_prune_and_the_pruned_checkpoint_replays(parent, tmp_path, rng
     as_torch = checkpoint.load(tmp_path / "pruned")
     as_keras = checkpoint.load(tmp_path / "pruned", framework="keras")
     x = rng.normal(-3, 1.5, size=(3, 40, 500)).astype(np.float32)
-    pt = get_adapter("torch").predict_proba(as_torch.model, x)
-    assert np.abs(pt - get_adapter("keras").predict_proba(as_keras.model, x)).max() < 1e-4
+    pt = probs(as_torch.model, x)
+    assert np.abs(pt - probs(as_keras.model, x)).max() < 1e-4
     assert get_adapter("torch").count_params(as_torch.model) == table["params"] < 46_246
 
 
@@ -90,7 +90,7 @@ def test_tiny_finetune_with_distillation_from_the_parent(parent, tmp_path, tiny_
     assert main(["finetune", str(tmp_path / "p"), "--profile", "tiny", "--distill", "--out", str(tmp_path / "f")]) == 0
     spec = json.loads((tmp_path / "f" / "spec.json").read_text())
     assert spec["finetune"]["distillation"]["teacher"] == str(parent)
-    assert spec["pruning"]["keep"] == json.loads((tmp_path / "p" / "pruning.json").read_text())["keep"]
+    assert spec["transforms"][-1]["params"]["keep"] == json.loads((tmp_path / "p" / "pruning.json").read_text())["keep"]
     checkpoint.load(tmp_path / "f")  # still replays
 
 
@@ -115,4 +115,4 @@ def test_keras_checkpoint_prunes_and_finetunes_through_the_cli(tmp_path, tiny_da
     assert main(["finetune", str(tmp_path / "kp"), "--profile", "tiny", "--distill", "--out", str(tmp_path / "kf")]) == 0
     loaded = checkpoint.load(tmp_path / "kf")
     assert loaded.framework == "keras"
-    assert get_adapter("keras").count_params(loaded.model) == loaded.spec["pruning"]["params"] < 46_246
+    assert get_adapter("keras").count_params(loaded.model) == loaded.transforms[-1].record["params"] < 46_246

@@ -25,7 +25,7 @@ def test_c123_cut_recovers_within_three_points(quick_baseline, tmp_path):
         assert len(keep[layer]) == n
     prune_checkpoint(parent, Target(keep=keep), None, tmp_path / "pruned")
     pruned = checkpoint.load(tmp_path / "pruned")
-    assert pruned.spec["pruning"]["params"] == 24_056
+    assert pruned.transforms[-1].record["params"] == 24_056
     cut = run.evaluate(pruned, data)["accuracy"]
     finetune_checkpoint(pruned, data, get_profile("quick"), tmp_path / "ft", teacher=parent, progress=False)
     after = run.evaluate(checkpoint.load(tmp_path / "ft"), data)["accuracy"]
