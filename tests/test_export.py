@@ -116,14 +116,16 @@ def test_keras_twin_exports_tflite_at_every_precision(keras_bundle):
 
 def test_pruned_checkpoint_exports(source, tiny_data, tmp_path):
     from edgeprune.pruning.api import apply_keep
+    from edgeprune.pruning.transforms import Transform
 
     ckpt = checkpoint.load(source)
     keep = {"conv1": list(range(11))}
     pruned, _ = apply_keep(ckpt.model, "torch", ckpt.arch, keep)
     path = tmp_path / "pruned"
-    checkpoint.save(path, pruned, "torch", ckpt.arch, ckpt.classes, extra={"pruning": {"keep": keep}})
+    checkpoint.save(path, pruned, "torch", ckpt.arch, ckpt.classes,
+                    transforms=[Transform("channels", {"keep": keep})])
     m = export(path, tmp_path / "out", quant="fp32,int8", int8_io=False, progress=False, **_data(tiny_data))
-    assert m["source"]["pruning"] == keep and m["source"]["params"] < 46246
+    assert m["source"]["transforms"][0]["params"]["keep"] == keep and m["source"]["params"] < 46246
     assert len(m["artifacts"]) == 4 and all(a["passed"] for a in m["artifacts"])
     int8 = _by(m, "tflite")["int8"]
     assert int8["transpose_ops"] == 0 and int8["file"] == "model_int8_float_io.tflite"
@@ -160,7 +162,11 @@ def test_parity_failure_rejects_files_and_raises(source, tiny_data, tmp_path):
 def test_cli_export(source, tmp_path, capsys):
     import argparse
 
-    from edgeprune.export.cli import add_export_parser, cli_export
+    from edgeprune.cli import main
+    from edgeprune.export.cli import add_export_parser
+
+    def cli_export(argv):
+        return main(["export", *argv])
 
     argv = [str(source), "--data", "synthetic", "--profile", "tiny", "--format", "onnx", "--quant", "fp32,int8",
             "--calib", "20", "--eval", "30", "--out", str(tmp_path), "--name", "cli"]
@@ -191,7 +197,8 @@ def test_unsupported_op_is_named_with_the_other_backend_suggested(tmp_path):
                                helper.make_node("DFT", ["r"], ["probs"], axis=1)], "g", [x], [y], initializer=[shape])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "dft.onnx")
     with pytest.raises(EdgepruneError, match="DFT") as err:
-        torch_path.onnx_to_tflite(tmp_path / "dft.onnx", tmp_path, None, {"fp32"}, True)
+        torch_path.onnx_to_tflite(tmp_path / "dft.onnx", tmp_path, {"logmel": np.zeros((2, 40, 500, 1), np.float32)},
+                                  {"fp32"}, True)
     assert "--format onnx" in str(err.value)
 
 

@@ -153,7 +153,7 @@ def test_torch_cnn_with_residual_concat_and_depthwise(cnn_bundle, crops):
     for a in _by(m, "onnx").values():
         assert a["inputs"][0]["shape"][1:] == [1, 40, FRAMES] and a["inputs"][0]["layout"] == "NCHW"
         assert a["transpose_ops"] == 0
-    assert m["input"] == {"name": "logmel", "shape": [1, 1, 40, FRAMES], "layout": "NCHW",
+    assert m["input"] == {"name": "logmel", "shape": [1, 1, 40, FRAMES], "layout": "NCHW", "dtype": "float32",
                           "tflite_shape": [1, 40, FRAMES, 1], "tflite_layout": "NHWC"}
     assert m["source"]["checkpoint"] is None and m["source"]["model"] == "ResConcatDepthwiseCNN"
     assert m["classes"] == [f"c{i}" for i in range(10)]
@@ -278,14 +278,17 @@ def test_lstm_and_attention_models_convert_and_an_int8_crash_is_an_error(crops, 
 def test_registered_model_input_spec_is_derived_from_its_arch():
     from edgeprune.models import arch_spec, input_spec
 
-    arch = arch_spec("dcase2021_baseline", n_frames=300)
+    arch = arch_spec("dcase2021_baseline", conv2=8)  # widths are the model's; input sizes are the task's
     torch_spec = input_spec(arch, "torch").resolve("torch")
-    assert torch_spec.shape == (1, 40, 300) and torch_spec.layout == "NCHW" and torch_spec.name == "logmel"
-    assert torch_spec.tflite_shape == (40, 300, 1) and torch_spec.tflite_layout == "NHWC"
+    assert torch_spec.shape == (1, 40, 500) and torch_spec.layout == "NCHW" and torch_spec.name == "logmel"
+    assert torch_spec.tflite_shape == (40, 500, 1) and torch_spec.tflite_layout == "NHWC"
+    assert torch_spec.file_axes("onnx") == "N1FT" and torch_spec.file_axes("tflite") == "NFT1"
     keras_spec = input_spec(arch, "keras").resolve("keras")
-    assert keras_spec.shape == keras_spec.tflite_shape == (40, 300, 1) and keras_spec.tflite_layout == "NHWC"
+    assert keras_spec.shape == keras_spec.tflite_shape == (40, 500, 1) and keras_spec.tflite_layout == "NHWC"
     with pytest.raises(EdgepruneError, match="unknown framework"):
         input_spec(arch, "jax")
+    with pytest.raises(EdgepruneError, match=r"n_frames follow\(s\) from the scenes task \(n_frames=500\)"):
+        arch_spec("dcase2021_baseline", n_frames=300)
 
 
 def test_input_spec_takes_the_model_layout_and_single_channel_forms():
@@ -314,7 +317,7 @@ def test_input_spec_errors(make, words):
 
 
 def test_input_spec_that_does_not_fit_the_model_is_a_clear_error_and_writes_nothing(tmp_path, crops):
-    with pytest.raises(EdgepruneError, match=r"does not run on input \[1, 1, 40, 101\] \(NCHW\)"):
+    with pytest.raises(EdgepruneError, match=r"does not run on its input\(s\) 'input' \[1, 1, 40, 101\] \(NCHW\)"):
         export_model(KeywordConv1d().eval(), InputSpec((1, 40, FRAMES), "NCHW"), tmp_path, formats="onnx",
                      quant="fp32", eval_x=crops[2], progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -95,10 +95,16 @@ def arch_spec(name: str, task: str | Task | None = None, **overrides: Any) -> di
     task = get_task(task or entry.tasks[0])
     if task.name not in entry.tasks:
         raise EdgepruneError(f"model '{name}' serves the task(s) {', '.join(entry.tasks)}, not '{task.name}'")
-    args = {**entry.defaults, **entry.task_args(task)}
+    implied = entry.task_args(task)
+    args = {**entry.defaults, **implied}
     unknown = set(overrides) - set(args)
     if unknown:
         raise EdgepruneError(f"model '{name}' has no argument(s) {sorted(unknown)}; it takes {sorted(args)}")
+    fixed = sorted(k for k in set(overrides) & set(implied) if overrides[k] != implied[k])
+    if fixed:
+        raise EdgepruneError(f"model '{name}': {', '.join(fixed)} follow(s) from the {task.name} task "
+                             f"({', '.join(f'{k}={implied[k]}' for k in fixed)}); input sizes and classes are "
+                             "defined by the task")
     return {"model": name, "task": task.name, "args": {**args, **overrides}}
 
 
@@ -147,3 +153,4 @@ def input_spec(spec: dict[str, Any], framework: str) -> InputSpec:
 def _load_builtin() -> None:
     # Importing the model modules runs their registrations; frameworks are imported lazily inside the builders.
     from edgeprune.models import dcase_baseline  # noqa: F401
+    from edgeprune.models import resnet_kws, se_crn, speech_encoder  # noqa: F401
