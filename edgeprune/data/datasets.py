@@ -1,6 +1,6 @@
 """Data sets as numpy arrays, for any task: named inputs, targets, and per-sample metadata per split.
 
-    data = load_dataset("synthetic", get_task("enhancement"), profile)
+    data = load_dataset("synthetic", get_task("enhancement"), profile)   # edgeprune.data.sources
     data["train"].inputs["noisy"]     # [N, 129, 251] float32, the task's feature shape
     data["test"].meta["clean_wave"]   # what the task's metrics need besides the outputs
 
@@ -99,6 +99,19 @@ def sample_indices(split: Split, n: int, seed: int = 0, stratify: bool = False) 
         take[i] += 1
     chosen = [rng.choice(np.flatnonzero(split.y == c), size=k, replace=False) for c, k in zip(classes, take) if k]
     return np.sort(np.concatenate(chosen))
+
+
+def save_test_data(path: Path, split: Split) -> Path:
+    """A split as the benchmark suite's --test-data file: one array per input (feature layout), "y", and
+    "meta/<key>" for the numeric metadata the metrics use (frames, waves)."""
+    arrays = dict(split.inputs)
+    if split.y is not None:
+        arrays["y"] = split.y
+    arrays.update({f"meta/{k}": v for k, v in split.meta.items() if np.issubdtype(np.asarray(v).dtype, np.number)})
+    with atomic_path(Path(path), force=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return Path(path)
 
 
 # --- synthetic scenes (the DCASE stand-in) ----------------------------------------------------------------------
@@ -308,33 +321,3 @@ def load_splits(directory: Path, task: Task | str) -> Dataset:
     return Dataset(directory.name, splits, None if classes is None else list(classes),
                    {k: v for k, v in info.items() if k not in ("task", "classes")} | {"source": str(directory)},
                    task.name)
-
-
-def load_dataset(source: str, task: Task | str = "scenes", profile: Any = None, progress: bool = True) -> Dataset:
-    """The data a run uses: `synthetic` (generated for the task at the profile's size, cached) or a folder of real
-    data (the DCASE layout for scenes, a Speech Commands folder for keywords, paired air / bone / clean .wav
-    folders for enhancement, or edgeprune's own layout for any task)."""
-    from edgeprune.tasks import get_task
-
-    task = get_task(task)
-    if source == "synthetic":
-        if task.name == "scenes":
-            return load_synthetic(profile.synthetic if profile is not None else SyntheticSpec(), progress=progress)
-        from edgeprune.data import speech
-
-        if profile is None:
-            raise EdgepruneError(f"synthetic {task.name} data needs a profile (its split sizes)")
-        return speech.load_speech(speech.SpeechSpec(task.name, *profile.speech[task.name]), progress=progress)
-    path = Path(source)
-    if not path.is_dir():
-        raise EdgepruneError(f"data folder not found: {source} (expected 'synthetic' or a folder)")
-    if (path / INFO_FILE).is_file() or task.name == "scenes":
-        return load_folder(path, task)
-    from edgeprune.data import wavfolders
-
-    if task.name == "keywords":
-        return wavfolders.load_speech_commands(path, progress=progress)
-    if task.name == "enhancement":
-        return wavfolders.load_airbone(path, progress=progress)
-    raise EdgepruneError(f"{source}: the {task.name} task reads real data only in edgeprune's layout ({INFO_FILE} "
-                         "with train/validation/test .npz); synthetic data: --data synthetic")
