@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install system-deps bench-host clean
 
-# Debian packages the device tests use: qemu-user for the emulated Raspberry Pi, sshd for the SSH runner's real
-# server on loopback, shellcheck for the board provisioning script. Installed only when missing (needs root/apt).
-SYSTEM_TOOLS := /usr/bin/qemu-aarch64-static /usr/sbin/sshd /usr/bin/shellcheck
+# Debian packages: espeak-ng speaks the synthetic speech data sets; the device tests use qemu-user for the emulated
+# Raspberry Pi, sshd for the SSH runner's real server on loopback, shellcheck for the board provisioning script.
+# Installed only when missing (needs root/apt).
+SYSTEM_TOOLS := /usr/bin/espeak-ng /usr/bin/qemu-aarch64-static /usr/sbin/sshd /usr/bin/shellcheck
+SYSTEM_PACKAGES := espeak-ng qemu-user-static openssh-server shellcheck
 
 install: $(STAMP)
 
@@ -23,9 +25,9 @@ $(STAMP): pyproject.toml
 system-deps:
 	@missing=""; for f in $(SYSTEM_TOOLS); do test -x $$f || missing="$$missing $$f"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing qemu-user-static openssh-server shellcheck (missing:$$missing)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static openssh-server shellcheck >/dev/null \
-	  || { echo "could not install them: run as root, or install qemu-user-static openssh-server shellcheck yourself"; exit 1; }; \
+	  echo "installing $(SYSTEM_PACKAGES) (missing:$$missing)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null \
+	  || { echo "could not install them: run as root, or install $(SYSTEM_PACKAGES) yourself"; exit 1; }; \
 	fi
 
 demo: $(STAMP)

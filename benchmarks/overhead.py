@@ -46,9 +46,9 @@ def bare_latency(path: str, threads: int, xnnpack: bool, runs: int, min_s: float
         kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interp = Interpreter(**kwargs)
     interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    # The harness feeds zeros, quantised to the zero point for int8 inputs: the same values here.
-    interp.set_tensor(inp["index"], np.full(inp["shape"], inp["quantization"][1], dtype=inp["dtype"]))
+    # The harness feeds zeros to every input, quantised to each one's zero point for int8: the same values here.
+    for inp in interp.get_input_details():
+        interp.set_tensor(inp["index"], np.full(inp["shape"], inp["quantization"][1], dtype=inp["dtype"]))
     interp.invoke()  # first inference (the harness times it separately, outside the median)
     warm, start = 0, time.perf_counter()
     while warm < 1 or time.perf_counter() - start < warmup_s:
@@ -85,7 +85,7 @@ def measure_pairs(path: str, threads: int, xnnpack: bool, timing: Dict[str, Any]
                   timeout: float) -> Dict[str, Any]:
     """K harness and K bare blocks in ABBA order, and their summary."""
     job = {"file": os.path.abspath(path), "threads": threads, "xnnpack": xnnpack, "timing": timing,
-           "x": None, "y": None, "subset": None}
+           "data": None, "subset": None}
     blocks: List[Dict[str, Any]] = []
     for i in range(repeats):
         block: Dict[str, Any] = {"order": "harness,bare" if i % 2 == 0 else "bare,harness"}

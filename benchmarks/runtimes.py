@@ -1,9 +1,10 @@
-"""One small interface over the TFLite and ONNX runtimes: load, describe inputs, run one batch."""
+"""One small interface over the TFLite and ONNX runtimes: load, describe inputs and outputs, run one batch; and how
+test arrays are matched to a file's input tensors."""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -48,7 +49,8 @@ def runtime_versions() -> Dict[str, str]:
 
 
 class Session:
-    """A loaded model. `run(x)` takes a float32 batch in the model's own layout, returns float32 outputs."""
+    """A loaded model. `run(xs)` takes one float32 batch per input tensor (in `inputs` order, each in the file's own
+    layout) and returns one output as float32."""
 
     def __init__(self, path: str, threads: int = 1, xnnpack: bool = True) -> None:
         self.path, self.threads, self.xnnpack = path, threads, xnnpack
@@ -94,10 +96,14 @@ class Session:
         opts.inter_op_num_threads = 1
         self._sess = ort.InferenceSession(self.path, sess_options=opts, providers=["CPUExecutionProvider"])
         self.kind, self.runtime = "onnx", "onnxruntime"
-        self.inputs = [{"name": i.name, "shape": [s if isinstance(s, int) else 1 for s in i.shape],
-                        "dtype": "float32" if "float" in i.type else i.type, "scale": 0.0, "zero_point": 0}
-                       for i in self._sess.get_inputs()]
-        self.outputs = [{"name": o.name} for o in self._sess.get_outputs()]
+
+        def describe(t: Any, index: int) -> Dict[str, Any]:
+            # symbolic dimensions (a dynamic batch) are run with size 1
+            return {"name": t.name, "index": index, "shape": [s if isinstance(s, int) else 1 for s in t.shape],
+                    "dtype": "float32" if "float" in t.type else t.type, "scale": 0.0, "zero_point": 0}
+
+        self.inputs = [describe(t, i) for i, t in enumerate(self._sess.get_inputs())]
+        self.outputs = [describe(t, i) for i, t in enumerate(self._sess.get_outputs())]
 
     def invoke_prepared(self) -> None:
         """Run once on the inputs already set (the timed unit for TFLite, as benchmark_model times invoke)."""
@@ -106,24 +112,30 @@ class Session:
         else:
             self._last = self._sess.run(None, self._feed)
 
-    def prepare(self, x: np.ndarray) -> None:
-        """Set the input for the next invoke: quantised here for int8 inputs, so timing excludes it."""
-        spec = self.inputs[0]
+    def prepare(self, xs: Union[np.ndarray, Sequence[np.ndarray]]) -> None:
+        """Set every input for the next invoke: one array per input tensor, in `inputs` order (a single array for a
+        one-input model). Quantised here for int8 inputs, each with its own scale, so timing excludes it."""
+        if isinstance(xs, np.ndarray):
+            xs = [xs]
+        if len(xs) != len(self.inputs):
+            raise ModelError(f"{self.path}: {len(xs)} input array(s) for {len(self.inputs)} input tensor(s)")
         if self.kind == "tflite":
-            self._interp.set_tensor(spec["index"], quantize(x, spec))
+            for spec, x in zip(self.inputs, xs):
+                self._interp.set_tensor(spec["index"], quantize(x, spec))
         else:
-            self._feed = {spec["name"]: x.astype(np.float32)}
+            self._feed = {spec["name"]: np.ascontiguousarray(x, dtype=np.float32) for spec, x in zip(self.inputs, xs)}
 
-    def output(self) -> np.ndarray:
+    def output(self, k: int = 0) -> np.ndarray:
+        """Output tensor `k` of the last invoke, dequantised with its own scale and zero point."""
         if self.kind == "tflite":
-            spec = self.outputs[0]
+            spec = self.outputs[k]
             return dequantize(self._interp.get_tensor(spec["index"]), spec)
-        return np.asarray(self._last[0], dtype=np.float32)
+        return np.asarray(self._last[k], dtype=np.float32)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        self.prepare(x)
+    def run(self, xs: Union[np.ndarray, Sequence[np.ndarray]], k: int = 0) -> np.ndarray:
+        self.prepare(xs)
         self.invoke_prepared()
-        return self.output()
+        return self.output(k)
 
 
 def quantize(x: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
@@ -131,8 +143,8 @@ def quantize(x: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
     if spec["dtype"] in ("int8", "uint8") and spec["scale"]:
         info = np.iinfo(spec["dtype"])
         q = np.round(x / spec["scale"] + spec["zero_point"])
-        return np.clip(q, info.min, info.max).astype(spec["dtype"])
-    return x.astype(np.float32)
+        return np.ascontiguousarray(np.clip(q, info.min, info.max), dtype=spec["dtype"])
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def dequantize(y: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
@@ -141,24 +153,49 @@ def dequantize(y: np.ndarray, spec: Dict[str, Any]) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def to_layout(features: np.ndarray, shape: List[int]) -> np.ndarray:
-    """Features [N, bands, frames] -> the model's input rank: NHWC [..., 1] or NCHW [:, 1, ...]."""
-    if len(shape) == features.ndim:
-        return features
-    if len(shape) == features.ndim + 1:
-        if shape[-1] == 1:
-            return features[..., None]
-        if shape[1] == 1:
-            return features[:, None]
-    raise ModelError(f"test features of shape {list(features.shape)} do not fit the model input {shape}")
+def match_names(wanted: Sequence[Optional[str]], names: Sequence[Sequence[str]], what: str) -> List[Tuple[int, str]]:
+    """Pair each wanted name with one tensor: by exact name, then by substring (the wanted name inside one of the
+    tensor's names, e.g. 'noisy' in 'serving_default_noisy:0'), then the rest by order. `names[j]`: the names
+    tensor j is known by (the runtime's, the manifest's). Returns (tensor index, how) per wanted name; a count
+    that differs is a ModelError saying what is missing."""
+    if len(wanted) != len(names):
+        have = ", ".join(n[0] for n in names) or "none"
+        raise ModelError(f"{what}: {len(wanted)} test input(s) ({', '.join(str(w) for w in wanted)}) for "
+                         f"{len(names)} input tensor(s) ({have})")
+    found: Dict[int, Tuple[int, str]] = {}
+    taken: set = set()
+    for i, w in enumerate(wanted):
+        hits = [j for j, ns in enumerate(names) if w is not None and w in ns and j not in taken]
+        if len(hits) == 1:
+            found[i] = (hits[0], "name")
+            taken.add(hits[0])
+    progress = True
+    while progress:  # one unique substring hit at a time: 'x' and 'x2' resolve once 'x2' has taken its tensor
+        progress = False
+        for i, w in enumerate(wanted):
+            if i in found or not w:
+                continue
+            hits = [j for j, ns in enumerate(names) if j not in taken and any(w in n for n in ns)]
+            if len(hits) == 1:
+                found[i] = (hits[0], "substring")
+                taken.add(hits[0])
+                progress = True
+    rest = iter(j for j in range(len(names)) if j not in taken)
+    for i in range(len(wanted)):
+        if i not in found:
+            found[i] = (next(rest), "only" if len(names) == 1 else "order")
+    return [found[i] for i in range(len(wanted))]
 
 
-def check_features(features: np.ndarray, shape: List[int], where: str) -> Optional[str]:
-    """None if a single example fits the input shape, else a one-line reason."""
-    try:
-        one = to_layout(features[:1], shape)
-    except ModelError as exc:
-        return f"{where}: {exc}"
-    if list(one.shape[1:]) != list(shape[1:]):
-        return f"{where}: test features {list(features.shape[1:])} do not match the model input {shape[1:]}"
+def guess_axes(data_axes: str, data_shape: Sequence[int], shape: Sequence[int]) -> Optional[str]:
+    """A file input's axes when no manifest names them: the data's own, or one unit axis more, last (NHWC) or
+    after the batch axis (NCHW), as a single-channel 2-D CNN takes log-mel. None when neither fits."""
+    sample, want = list(data_shape[1:]), list(shape[1:])
+    if want == sample:
+        return data_axes
+    if len(want) == len(sample) + 1:
+        if want[-1] == 1 and want[:-1] == sample:
+            return data_axes + "1"
+        if want[0] == 1 and want[1:] == sample:
+            return data_axes[0] + "1" + data_axes[1:]
     return None

@@ -59,7 +59,8 @@ class RunOptions:
 
 def suite_args(profile: Profile, options: RunOptions, models: list[str], test_x: str | None, test_y: str | None,
                out: str, outputs: str) -> list[str]:
-    """The suite's command-line arguments (paths as the target sees them), profile defaults filled in."""
+    """The suite's command-line arguments (paths as the target sees them), profile defaults filled in. `test_x` is
+    an .npz of every input, the targets and the metric's data (--test-data), or a features .npy (--test-x)."""
     pick = lambda value, default: default if value is None else value  # noqa: E731
     args = [*models, "--threads", ",".join(str(t) for t in pick(options.threads, profile.threads)),
             "--xnnpack", pick(options.xnnpack, profile.xnnpack), "--runs", str(pick(options.runs, profile.runs)),
@@ -70,10 +71,15 @@ def suite_args(profile: Profile, options: RunOptions, models: list[str], test_x:
     if subset:
         args += ["--subset", str(subset)]
     if test_x:
-        args += ["--test-x", test_x]
+        args += ["--test-data" if str(test_x).endswith(".npz") else "--test-x", test_x]
     if test_y:
         args += ["--test-y", test_y]
     return args
+
+
+def _remote_name(test_x: Path | str, kind: str) -> str:
+    """Where the test data goes on a board: test.npz (every input) or X_test.npy (features)."""
+    return "test.npz" if str(test_x).endswith(".npz") else f"{kind}_test.npy"
 
 
 def _check_models(bundles: Iterable[Path]) -> list[Path]:
@@ -141,7 +147,7 @@ class Runner(ABC):
                 last = tail[-1] if tail else "no output"
                 raise RunnerError(f"{self.target}: the suite wrote no results (exit status {status}): {last}")
         except DeviceError as exc:
-            failed = {"schema": 1, "failed": True, "error": str(exc), "results": []}
+            failed = {"schema": 2, "failed": True, "error": str(exc), "results": []}
             self._write(result, outputs, failed, started, None)
             raise RunnerError(str(exc), result) from exc
         self._write(result, outputs, json.loads(result.read_text()), started, status)
@@ -341,7 +347,7 @@ class SSHRunner(Runner):
         try:
             sftp = client.open_sftp()
             names = self._push(sftp, remote, models, test_x, test_y)
-            args = suite_args(self.profile, options, names, test_x and "data/X_test.npy",
+            args = suite_args(self.profile, options, names, test_x and f"data/{_remote_name(test_x, 'X')}",
                               test_y and "data/Y_test.npy", "results/run", "results/outputs")
             command = f"cd {shlex.quote(remote)} && {_remote(self.ssh.python)} -m benchmarks {shlex.join(args)}"
             status, tail = self._exec(client, command, stream=True)
@@ -370,7 +376,7 @@ class SSHRunner(Runner):
             for path in files:
                 sftp.put(str(path), f"{remote}/bundles/{name}/{path.name}")
             names.append(f"bundles/{name}" + ("" if model.is_dir() else f"/{model.name}"))
-        for local, there in ((test_x, "X_test.npy"), (test_y, "Y_test.npy")):
+        for local, there in ((test_x, test_x and _remote_name(test_x, "X")), (test_y, "Y_test.npy")):
             if local:
                 sftp.put(str(local), f"{remote}/data/{there}")
         return names

@@ -43,10 +43,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-seconds", type=float, help="minimum timed seconds per model (default: the profile's)")
     p.add_argument("--warmup-seconds", type=float, help="minimum warm-up seconds per model (default: the profile's)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per model before one retry")
-    p.add_argument("--test-x", help="test features .npy [N, 40, 500] (instead of --data)")
+    p.add_argument("--test-data", help="test data .npz: one array per input, y, meta/* (instead of --data)")
+    p.add_argument("--test-x", help="test features .npy of a one-input classifier, e.g. [N, 40, 500] (instead of --data)")
     p.add_argument("--test-y", help="test labels .npy [N] (with --test-x)")
     p.add_argument("--data", default="synthetic",
-                   help="without --test-x: 'synthetic' (generated, cached) or a folder with X_test.npy, Y_test.npy")
+                   help="without --test-data / --test-x: 'synthetic' (generated for the bundles' task, cached) or a "
+                        "folder of real data; its test split is used")
     p.add_argument("--profile", default="quick", help="tiny | quick | full (data size for synthetic data)")
     p.add_argument("--compare", metavar="RESULT_JSON",
                    help="check that the outputs agree with this earlier result (e.g. a desktop run): float within "
@@ -75,9 +77,14 @@ def _default_stem(bundles: list[str], device: str) -> Path:
 
 
 def _test_arrays(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path | None]:
-    """The test set as .npy files for the suite: the given ones, or the --data test split written to `tmp`."""
-    import numpy as np
-
+    """The test set for the suite: the given files, or the --data test split of the bundles' task written to
+    `tmp` as a --test-data file."""
+    if args.test_data:
+        if args.test_x or args.test_y:
+            raise EdgepruneError("give --test-data or --test-x/--test-y, not both")
+        if not Path(args.test_data).is_file():
+            raise EdgepruneError(f"{args.test_data}: file not found")
+        return Path(args.test_data), None
     if args.test_x:
         for path in (args.test_x, args.test_y):
             if path and not Path(path).is_file():
@@ -85,13 +92,28 @@ def _test_arrays(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path | None
         return Path(args.test_x), Path(args.test_y) if args.test_y else None
     if args.test_y:
         raise EdgepruneError("--test-y needs --test-x")
+    from edgeprune.data.datasets import save_test_data
     from edgeprune.training import run
     from edgeprune.training.profiles import get_profile
 
-    test = run.data_for(args.data, get_profile(args.profile))["test"]
-    np.save(tmp / "X_test.npy", test.x)
-    np.save(tmp / "Y_test.npy", test.y)
-    return tmp / "X_test.npy", tmp / "Y_test.npy"
+    task = _bundle_task(args.bundles)
+    test = run.data_for(args.data, get_profile(args.profile), task=task)["test"]
+    return save_test_data(tmp / "test.npz", test), None
+
+
+def _bundle_task(bundles: list[str]) -> str:
+    """The task the bundles were exported for (their manifests'); bundles of different tasks are refused."""
+    from edgeprune.fileio import read_json
+
+    tasks = set()
+    for b in bundles:
+        manifest = Path(b) / "manifest.json" if Path(b).is_dir() else Path(b).parent / "manifest.json"
+        if manifest.is_file():
+            tasks.add((read_json(manifest, "bundle manifest").get("task") or {}).get("name") or "scenes")
+    if len(tasks) > 1:
+        raise EdgepruneError(f"the bundles serve different tasks ({', '.join(sorted(tasks))}); benchmark each task "
+                             "on its own")
+    return tasks.pop() if tasks else "scenes"
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -129,10 +151,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
             rows = devices.compare_outputs(result, Path(args.compare))
         except devices.DeviceError as exc:
             raise EdgepruneError(str(exc)) from None
-        print(markdown_table(rows, ["model", "precision", "clips", "max_abs_diff", "max_steps", "accuracy_a",
-                                    "accuracy_b", "ok", "why"],
-                             ["model", "precision", "clips", "max_abs_diff", "max_steps", "accuracy (this)",
-                              "accuracy (reference)", "agrees", "why not"]))
+        print(markdown_table(rows, ["model", "precision", "clips", "max_abs_diff", "max_steps", "metric", "metric_a",
+                                    "metric_b", "ok", "why"],
+                             ["model", "precision", "clips", "max_abs_diff", "max_steps", "metric", "this",
+                              "reference", "agrees", "why not"]))
         if not devices.agree(rows):
             raise EdgepruneError(f"outputs on {runner.target} disagree with {args.compare} for "
                                  f"{sum(not r['ok'] for r in rows)} of {len(rows)} models (table above)")

@@ -29,6 +29,20 @@ def _summary(report: dict, task) -> str:
     return ", ".join(f"{k.replace('_', '-')} {v:.4f}" for k, v in shown if isinstance(v, (int, float)))
 
 
+def _arch_args(items: list[str]) -> dict:
+    """--arg KEY=VALUE items -> architecture arguments (numbers, true/false and lists parsed as JSON)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EdgepruneError(f"--arg {item!r}: expected KEY=VALUE, e.g. fusion=dual or layers=6")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from edgeprune.models import get_entry
     from edgeprune.tasks import get_task
@@ -40,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/{args.model}-{task.name}-{args.framework}")
     data = run.data_for(args.data, profile, task=task)
     summary = run.train(args.model, args.framework, data, profile, out, seed=args.seed, force=args.force,
-                        task=task.name)
+                        task=task.name, args=_arch_args(args.arg))
     print(f"saved {out}  (best epoch {summary['best_epoch']}, validation {_summary(summary['validation'], task)}; "
           f"{summary['train_seconds']:.0f} s of training)")
 
@@ -265,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a registered model from scratch")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"a registered model (edgeprune models; default {DEFAULT_MODEL})")
     p.add_argument("--task", help="the task to train it for (default: the model's first; edgeprune tasks)")
+    p.add_argument("--arg", action="append", metavar="KEY=VALUE",
+                   help="architecture argument (repeatable), e.g. --arg fusion=dual, --arg layers=6 (edgeprune info "
+                        "--json lists them)")
     p.add_argument("--framework", default="torch", choices=["torch", "keras"])
     _add_data_args(p)
     p.add_argument("--seed", type=int, default=0)

@@ -1,12 +1,13 @@
-"""`edgeprune report`: merge benchmark result files (schema 1, from `python -m benchmarks`) into one table and a
+"""`edgeprune report`: merge benchmark result files (schema 1 or 2, from `python -m benchmarks`) into one table and a
 size-vs-latency plot.
-
-Registered in edgeprune/cli.py; also runs alone: `python -m edgeprune.report RESULTS.json ... --out STEM`.
 
 Writes STEM.md, STEM.csv, STEM.json and STEM.png. Results can come from different devices (each file carries its
 device fingerprint). Emulated timings (a runner marks them with `"emulated": true` on the file, its device or one
 result) say nothing about a device, so they go to their own column and their own plot panel, never into the
 latency columns. Failed results stay in the table, marked failed.
+
+The quality column is each result's task metric, named after it: accuracy for classification (schema 1 files have
+no other), per for phones, si_sdri for enhancement; results of different tasks get one column each.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import csv
 import io
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,20 +24,22 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import atomic_path, read_json, refuse_overwrite
 from edgeprune.tables import markdown_table
 
-SCHEMA_VERSION = 1  # the schema benchmarks/__main__.py writes
+SCHEMA_VERSIONS = (1, 2)  # the schemas benchmarks/__main__.py writes (2: a task and its metrics per result)
+SCHEMA_VERSION = 2  # this report's own JSON (its columns name the metrics)
 COLUMNS = ["run", "device", "model", "precision", "format", "size_kb", "params", "threads", "xnnpack", "median_ms",
-           "p90_ms", "std_ms", "emulated_median_ms", "peak_rss_mb", "accuracy", "status"]
+           "p90_ms", "std_ms", "emulated_median_ms", "peak_rss_mb", "accuracy", "status"]  # "accuracy": the metrics
+METRIC_SLOT = COLUMNS.index("accuracy")
 SUFFIXES = (".md", ".csv", ".json", ".png")
 MARKERS = {"fp32": "o", "fp16": "s", "dynamic": "^", "int8": "D"}
 
 
 def load_results(path: Path) -> dict[str, Any]:
-    """One results file, checked against schema 1; anything else is one clear EdgepruneError."""
+    """One results file, checked against schema 1 or 2; anything else is one clear EdgepruneError."""
     data = read_json(path, what="benchmark results file (from python -m benchmarks)")
-    expected = f"expected schema {SCHEMA_VERSION} written by python -m benchmarks"
+    expected = f"expected schema {' or '.join(map(str, SCHEMA_VERSIONS))} written by python -m benchmarks"
     if not isinstance(data, dict) or "schema" not in data:
         raise EdgepruneError(f"{path}: not a benchmark results file ({expected})")
-    if data["schema"] != SCHEMA_VERSION:
+    if data["schema"] not in SCHEMA_VERSIONS:
         raise EdgepruneError(f"{path}: schema {data['schema']!r}; {expected}")
     results = data.get("results")
     if not isinstance(data.get("device"), dict) or not isinstance(results, list):
@@ -64,14 +66,37 @@ def _round(value: Any, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def result_metric(r: dict[str, Any]) -> tuple[str, Any]:
+    """(metric name, value or None) of one result: schema 2 names it in "task" and keeps it in "metrics"; schema 1
+    has accuracy only."""
+    if "metrics" in r or "task" in r:
+        name = (r.get("task") or {}).get("metric") or "accuracy"
+        return name, (r.get("metrics") or {}).get(name)
+    return "accuracy", (r.get("accuracy") or {}).get("accuracy")
+
+
+def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """One column per task metric the rows carry, in order of appearance (accuracy when there are no rows)."""
+    return list(dict.fromkeys(r["metric"] for r in rows)) or ["accuracy"]
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    """COLUMNS with the metric slot holding the metric columns."""
+    return COLUMNS[:METRIC_SLOT] + metric_columns(rows) + COLUMNS[METRIC_SLOT + 1 :]
+
+
 def result_row(run: str, data: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
-    """One table row for one result; emulated timings go to `emulated_median_ms`, not the latency columns."""
+    """One table row for one result; emulated timings go to `emulated_median_ms`, not the latency columns. The
+    metric goes under its own name (`metric` says which)."""
     lat = r.get("latency") or {}
     emulated = file_emulated(data) or bool(r.get("emulated"))
     file = Path(r["file"])
     fmt = r.get("format") or file.suffix.lstrip(".")
     size = r.get("size_bytes")
     model = f"{file.parent.name}/{file.name}" if file.parent.name else file.name  # bundle/file names the model
+    metric, value = result_metric(r)
+    if metric in COLUMNS[:METRIC_SLOT] + COLUMNS[METRIC_SLOT + 1 :] + ["metric", "emulated"]:
+        metric = "metric_" + metric  # a metric may not overwrite another column
     row = {"run": run, "device": device_label(data["device"]), "model": model,
            "precision": r.get("precision"), "format": fmt, "size_kb": None if size is None else round(size / 1024, 1),
            "params": r.get("params"), "threads": r.get("threads"),
@@ -79,7 +104,7 @@ def result_row(run: str, data: dict[str, Any], r: dict[str, Any]) -> dict[str, A
            "xnnpack": ("on" if r.get("xnnpack") else "off") if fmt == "tflite" else None,
            "median_ms": None, "p90_ms": None, "std_ms": None, "emulated_median_ms": None,
            "peak_rss_mb": _round(r.get("peak_rss_mb"), 1),
-           "accuracy": _round((r.get("accuracy") or {}).get("accuracy"), 4),
+           "metric": metric, metric: _round(value, 4),
            "status": "ok" if r["ok"] else f"FAILED: {r.get('error') or 'no reason given'}", "emulated": emulated}
     if r["ok"] and emulated:
         row["emulated_median_ms"] = _round(lat.get("median_ms"), 3)
@@ -91,7 +116,7 @@ def result_row(run: str, data: dict[str, Any], r: dict[str, Any]) -> dict[str, A
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns(rows), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -105,10 +130,12 @@ def _markdown(report: dict[str, Any], png_name: str) -> str:
         lines.append(f"- `{inp['run']}` ({inp['path']}): {device_label(dev)}{' EMULATED' if inp['emulated'] else ''}, "
                      f"{dev.get('os', '?')}, Python {dev.get('python', '?')}, {runtimes}; "
                      f"created {inp.get('created')}; command `{inp.get('command')}`")
-    lines += ["", markdown_table(report["rows"], COLUMNS), "",
+    metrics = ", ".join(metric_columns(report["rows"]))
+    lines += ["", markdown_table(report["rows"], report["columns"]), "",
               "median_ms, p90_ms and std_ms (the spread: standard deviation of the timed invokes) are device latency. "
               "emulated_median_ms is the median under an emulator: a correctness run, not device latency. "
-              "size_kb is file bytes / 1024; accuracy is on the test clips the run was given."]
+              f"size_kb is file bytes / 1024; {metrics}: the task's metric on the test data the run was given "
+              "(accuracy for classification, per the phone error rate, si_sdri the SI-SDR improvement in dB)."]
     failed = [r for r in report["rows"] if r["status"] != "ok"]
     if failed:
         lines += ["", f"{len(failed)} failed result(s):"]
@@ -119,8 +146,9 @@ def _markdown(report: dict[str, Any], png_name: str) -> str:
 
 def plot(rows: list[dict[str, Any]], out: io.BytesIO | Path) -> None:
     """Size (KB) vs median latency (ms), one panel per device (emulated runs on their own panels), marker shape by
-    precision, colour by accuracy, an upward bar to p90 as the spread; failed results cannot be placed and are
-    counted in the panel title."""
+    precision, colour by the metric (the first metric column: accuracy for classification; rows judged by another
+    metric are grey), an upward bar to p90 as the spread; failed results cannot be placed and are counted in the
+    panel title."""
     # Imported here so the rest of edgeprune never needs matplotlib; the Agg canvas needs no display.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
@@ -133,7 +161,8 @@ def plot(rows: list[dict[str, Any]], out: io.BytesIO | Path) -> None:
     for row in rows:
         title = row["device"] + (" - EMULATED, not device latency" if row["emulated"] else "")
         panels.setdefault(title, []).append(row)
-    accs = [r["accuracy"] for r in rows if r["accuracy"] is not None]
+    metric = metric_columns(rows)[0]
+    accs = [r[metric] for r in rows if r.get(metric) is not None]
     norm = Normalize(min(accs, default=0.0), max(accs, default=1.0))
     cmap = "viridis"
     fig = Figure(figsize=(6.5 * len(panels), 5.2), layout="constrained")
@@ -143,7 +172,7 @@ def plot(rows: list[dict[str, Any]], out: io.BytesIO | Path) -> None:
         key = "emulated_median_ms" if panel[0]["emulated"] else "median_ms"
         placed = [r for r in panel if r[key] is not None and r["size_kb"] is not None]
         for r in placed:
-            colour = ScalarMappable(norm, cmap).to_rgba(r["accuracy"]) if r["accuracy"] is not None else "lightgrey"
+            colour = ScalarMappable(norm, cmap).to_rgba(r[metric]) if r.get(metric) is not None else "lightgrey"
             if r["p90_ms"] is not None:
                 ax.plot([r["size_kb"]] * 2, [r[key], r["p90_ms"]], color="grey", lw=0.8, zorder=1)
             ax.scatter(r["size_kb"], r[key], marker=MARKERS.get(r["precision"], "o"), c=[colour], s=55,
@@ -163,12 +192,12 @@ def plot(rows: list[dict[str, Any]], out: io.BytesIO | Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     precisions = sorted({r["precision"] for r in rows if r["precision"] in MARKERS}, key=list(MARKERS).index)
     handles = [Line2D([], [], marker=MARKERS[p], ls="", color="grey", label=p) for p in precisions]
-    if any(r["accuracy"] is None for r in rows):
+    if any(r.get(metric) is None for r in rows):
         handles.append(Line2D([], [], marker="o", ls="", color="lightgrey", markeredgecolor="black",
-                              label="no accuracy (no test set)"))
+                              label=f"no {metric} (no test set, or another task)"))
     axes[0].legend(handles=handles, title="precision", fontsize=7, loc="best")
     if accs:
-        fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes), label="accuracy")
+        fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes), label=metric)
     fig.savefig(out, format="png", dpi=120)
 
 
@@ -201,8 +230,10 @@ def report(result_files: list[Path], out_stem: Path, force: bool = False) -> dic
                 rows.append(result_row(run, data, r))
             except (TypeError, ValueError) as exc:  # e.g. a latency or size that is not a number
                 raise EdgepruneError(f"{path}: results[{i}] ({r['file']}): {exc}") from exc
+    for row in rows:  # every row has every metric column (None where its task has another metric)
+        row.update({m: row.get(m) for m in metric_columns(rows)})
     merged = {"schema": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "inputs": inputs,
-              "columns": COLUMNS, "rows": rows, "failed": sum(r["status"] != "ok" for r in rows)}
+              "columns": columns(rows), "rows": rows, "failed": sum(r["status"] != "ok" for r in rows)}
     png = io.BytesIO()
     plot(rows, png)
     contents = {".md": _markdown(merged, targets[3].name).encode(), ".csv": _csv_text(rows).encode(),
@@ -231,18 +262,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     merged = report([Path(p) for p in args.results], Path(args.out), force=args.force)
-    print(markdown_table(merged["rows"], COLUMNS))
+    print(markdown_table(merged["rows"], merged["columns"]))
     failed = f", {merged['failed']} failed" if merged["failed"] else ""
     print(f"wrote {args.out}.{{md,csv,json,png}} ({len(merged['rows'])} results from {len(merged['inputs'])} files"
           f"{failed})")
-
-
-def cli_report(argv: list[str]) -> int:
-    """`edgeprune report ARGS` as a function (the main CLI's parser and error convention)."""
-    from edgeprune.cli import main
-
-    return main(["report", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(cli_report(sys.argv[1:]))

@@ -34,7 +34,7 @@ def results(bundle):
 
 def test_results_follow_the_schema(results):
     data, out = results
-    assert data["schema"] == 1 and {"cpu", "cores", "os", "python", "runtimes"} <= set(data["device"])
+    assert data["schema"] == 2 and {"cpu", "cores", "os", "python", "runtimes"} <= set(data["device"])
     assert "ai-edge-litert" in data["device"]["runtimes"]
     # the recorded command re-runs as written
     assert shlex.split(data["command"])[:3] == ["python", "-m", "benchmarks"]
@@ -47,6 +47,8 @@ def test_results_follow_the_schema(results):
         assert {"first_ms", "warmup", "mean_ms", "median_ms", "p90_ms", "p99_ms", "min_ms", "std_ms"} <= set(lat)
         assert lat["n"] >= 5 and lat["min_ms"] <= lat["median_ms"] <= lat["p99_ms"]
         assert r["peak_rss_mb"] > 10 and r["params"] == 46_246
+        assert r["task"]["kind"] == "classification" and r["task"]["metric"] == "accuracy"
+        assert {"n", "accuracy", "log_loss"} <= set(r["metrics"])
     assert out.with_suffix(".md").read_text().count("| yes |") == 12
     assert len(out.with_suffix(".csv").read_text().splitlines()) == 13
 
@@ -57,8 +59,8 @@ def test_results_agree_with_facts(results, bundle):
     assert by[("model_int8.tflite", True)]["size_bytes"] < by[("model_fp32.tflite", True)]["size_bytes"] / 3
     for r in data["results"]:
         # same runtime, same clips, same quantisation: the benchmark's accuracy is the exporter's
-        assert r["accuracy"]["accuracy"] == pytest.approx(r["exporter_accuracy"], abs=1e-9), r["file"]
-        assert r["accuracy"]["n"] == 60
+        assert r["metrics"]["accuracy"] == pytest.approx(r["exporter_accuracy"], abs=1e-9), r["file"]
+        assert r["metrics"]["n"] == 60
 
 
 def test_suite_never_needs_torch_tensorflow_or_edgeprune(bundle, tmp_path):
@@ -97,3 +99,25 @@ def test_test_set_of_the_wrong_shape(bundle, tmp_path):
 def test_missing_test_file_is_one_line(tmp_path):
     code, _, stderr = suite("x.tflite", "--test-x", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "r"))
     assert code == 2 and stderr.strip().startswith("benchmarks: error:") and len(stderr.strip().splitlines()) == 1
+    assert "nope.npy: file not found" in stderr
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda d: np.save(d / "X.npy", np.zeros((2, 3))), ["--test-data", "D.npz", "--test-x", "X.npy"],
+     "--test-data replaces --test-x/--test-y"),
+    (lambda d: np.save(d / "Y.npy", np.zeros(2)), ["--test-y", "Y.npy"], "--test-y needs --test-x"),
+    (lambda d: (d / "D.npz").write_bytes(b"not a zip"), ["--test-data", "D.npz"], "D.npz: cannot be read as test data"),
+    (lambda d: np.savez(d / "D.npz", y=np.zeros(3)), ["--test-data", "D.npz"], "D.npz: no input arrays"),
+    (lambda d: np.savez(d / "D.npz", a=np.zeros((3, 2)), y=np.zeros(2)), ["--test-data", "D.npz"],
+     "D.npz: the arrays have different sample counts (a 3, y 2)"),
+    (lambda d: np.savez(d / "D.npz", a=np.zeros((3, 2)), **{"meta/w": np.array([1.0, np.inf, 0.0])}),
+     ["--test-data", "D.npz"], "D.npz: meta/w contains NaN or infinite values"),
+])
+def test_bad_options_and_test_data_stop_before_anything_runs(tmp_path, make, args, message):
+    """One line, exit 2, no model started and nothing written (the model file need not even exist)."""
+    make(tmp_path)
+    args = [str(tmp_path / a) if a.endswith((".npy", ".npz")) else a for a in args]
+    code, stdout, stderr = suite("x.tflite", *args, "--out", str(tmp_path / "r"))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("benchmarks: error: ") and message in stderr
+    assert "[bench]" not in stdout and not list(tmp_path.glob("r.*"))

@@ -14,15 +14,18 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# devices/ is a folder of the checkout, not an installed package (`python -m pytest` from the root finds it anyway;
-# a bare `pytest` does not)
-sys.path.insert(0, str(REPO))
+from devices import (RunnerError, RunOptions, aarch64, agree, compare_outputs, device_names, emulated,
+                     load_profiles, make_runner)
+from devices.errors import ProfileError
+from edgeprune.cli import main
 
-from devices import (RunnerError, RunOptions, aarch64, agree, compare_outputs, device_names,  # noqa: E402
-                     emulated, load_profiles, make_runner)
-from devices.errors import ProfileError  # noqa: E402
-from edgeprune.bench import cli_bench  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_bench(argv):
+    return main(["bench", *argv])
+
+
 # Few clips and runs: the point is what each target computes, not its timing. The emulated run shares the subset
 # so that accuracies are compared on the same clips.
 SUBSET = 8
@@ -67,13 +70,13 @@ def local_result(bundle, tmp_path_factory):  # noqa: F811
 
 def test_local_runner_gives_the_suites_json(local_result):
     data = json.loads(local_result.read_text())
-    assert data["schema"] == 1 and {"cpu", "cores", "python", "runtimes"} <= set(data["device"])
+    assert data["schema"] == 2 and {"cpu", "cores", "python", "runtimes"} <= set(data["device"])
     assert data["runner"]["kind"] == "local" and data["runner"]["exit_status"] == 0 and data["emulated"] is False
     assert len(data["results"]) == 8  # 4 .tflite + 4 .onnx, one thread, XNNPACK on
     outputs = Path(data["outputs_dir"])
     for r in data["results"]:
         assert r["ok"], r
-        assert r["accuracy"]["n"] == SUBSET and r["latency"]["n"] >= 2 and "emulated" not in r["latency"]
+        assert r["metrics"]["n"] == SUBSET and r["latency"]["n"] >= 2 and "emulated" not in r["latency"]
         assert (outputs / r["outputs"]["file"]).is_file()
     assert Path(str(local_result)[: -len(".json")] + ".md").read_text().count("| yes |") == 8
 
@@ -187,7 +190,7 @@ def test_bench_command_on_the_desktop(bundle, tmp_path, capsys):  # noqa: F811
             "--threads", "1", "--xnnpack", "on", "--subset", "4", "--runs", "2", "--min-seconds", "0",
             "--warmup-seconds", "0", "--out", str(tmp_path / "b")]
     assert cli_bench(args) == 0
-    assert json.loads((tmp_path / "b.json").read_text())["results"][0]["accuracy"]["n"] == 4
+    assert json.loads((tmp_path / "b.json").read_text())["results"][0]["metrics"]["n"] == 4
     # the same again, checked against the first run: identical outputs agree
     capsys.readouterr()
     assert cli_bench(args[:-1] + [str(tmp_path / "c"), "--compare", str(tmp_path / "b.json")]) == 0

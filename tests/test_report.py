@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.report import cli_report, device_label, report
+from edgeprune.cli import main
+from edgeprune.report import device_label, report
 from test_benchmarks import FAST, suite
 
 RUN = [*FAST, "--xnnpack", "on"]
@@ -59,7 +60,7 @@ def test_merged_table_matches_the_inputs(runs, tmp_path):
     by_model = {row["model"].split("/")[1]: row for row in merged["rows"]}
     a_results = {Path(r["file"]).name: r for r in inputs[0]["results"]}
     for name in ("model_int8.tflite", "model_fp32.tflite"):
-        assert by_model[name]["accuracy"] == pytest.approx(a_results[name]["accuracy"]["accuracy"], abs=5e-5)
+        assert by_model[name]["accuracy"] == pytest.approx(a_results[name]["metrics"]["accuracy"], abs=5e-5)
         assert by_model[name]["xnnpack"] == "on"
     assert by_model["model_int8.onnx"]["accuracy"] is None and by_model["model_int8.onnx"]["xnnpack"] is None
     assert [inp["device"] for inp in merged["inputs"]] == [data["device"] for data in inputs]
@@ -111,7 +112,7 @@ def test_emulated_timings_stay_out_of_the_latency_columns(runs, tmp_path):
     (None, "not found"),
     ("{ not json", "not valid JSON"),
     ("[1, 2]", "not a benchmark results file"),
-    ('{"schema": 2, "device": {}, "results": []}', "schema 2; expected schema 1"),
+    ('{"schema": 3, "device": {}, "results": []}', "schema 3; expected schema 1 or 2"),
     ('{"schema": 1, "results": []}', "no 'device' object"),
     ('{"schema": 1, "device": {}, "results": [{"file": "m.tflite"}]}', r"results\[0\] has no 'file' and 'ok'"),
     ('{"schema": 1, "device": {}, "results": [{"file": "m.tflite", "ok": true}]}', "is ok but has no latency"),
@@ -130,13 +131,13 @@ def test_bad_input_is_one_error_and_writes_nothing(runs, tmp_path, content, mess
 
 
 def test_cli_errors_are_one_line_and_outputs_are_not_overwritten(runs, tmp_path, capsys):
-    assert cli_report([str(tmp_path / "missing.json"), "--out", str(tmp_path / "rep")]) == 2
+    assert main(["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgeprune: error:") and "missing.json" in err and len(err.splitlines()) == 1
-    assert cli_report([str(runs[0]), str(runs[0]), "--out", str(tmp_path / "rep")]) == 2
+    assert main(["report", str(runs[0]), str(runs[0]), "--out", str(tmp_path / "rep")]) == 2
     assert "given twice" in capsys.readouterr().err
-    assert cli_report([str(runs[0]), "--out", str(tmp_path / "rep")]) == 0
+    assert main(["report", str(runs[0]), "--out", str(tmp_path / "rep")]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert cli_report([str(runs[0]), "--out", str(tmp_path / "rep")]) == 2
+    assert main(["report", str(runs[0]), "--out", str(tmp_path / "rep")]) == 2
     assert "already exists; pass --force" in capsys.readouterr().err
-    assert cli_report([str(runs[0]), "--out", str(tmp_path / "rep"), "--force"]) == 0
+    assert main(["report", str(runs[0]), "--out", str(tmp_path / "rep"), "--force"]) == 0

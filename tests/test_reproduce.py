@@ -87,9 +87,12 @@ def test_tiny_run_measures_every_precision_and_the_relations_on_size_hold(tiny_r
         for q in ("fp32", "fp16", "dynamic", "int8"):
             assert 0 <= r[f"acc_{q}"] <= 100
             assert r[f"ms_desktop_{q}"] > 0
-    # A one-epoch model is near chance, so the accuracy relations are weak here (one clip of 60 is 1.7 points);
-    # the committed quick and full runs in benchmarks/results/ carry them on trained models.
-    assert [x for x in doc["relations"] if not x["holds"]] == []
+    # The size relations follow from the arithmetic of the formats and of pruning, so they hold on any model. The
+    # accuracy relations do not hold by construction: a one-epoch model is near chance and one clip of 60 is
+    # 1.7 points, so here they are only checked to be computed; the committed quick and full runs carry them.
+    by_name = {x["relation"]: x for x in doc["relations"]}
+    assert all(by_name[name]["holds"] for name in by_name if name.startswith(("sizes", "size falls")))
+    assert len(by_name) == 4 and all(isinstance(x["holds"], bool) for x in by_name.values())
     assert set(doc["step_seconds"]) >= {"train baseline", "export C1+C2+C3", "benchmark on desktop"}
 
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 
-JOBS = ("dcase-table",)
+JOBS = ("dcase-table", "speech-models")
 
 
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("reproduce", help="reproduce a published table end to end (resumable)")
-    p.add_argument("job", choices=JOBS, help="dcase-table: the DCASE 2021 1a passive-pruning quantization table")
+    p.add_argument("job", choices=JOBS, help="dcase-table: the DCASE 2021 1a passive-pruning quantization table; "
+                                             "speech-models: the reference speech models trained and evaluated "
+                                             "(uses --profile, --seed, --work, --out, --force)")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (default; the table says so) or a folder of DCASE 2021 1a features (X_/Y_ npy)")
     p.add_argument("--profile", default="quick", help="tiny | quick | full (data size and epochs; default quick)")
@@ -49,6 +51,12 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    if args.job == "speech-models":
+        from edgeprune.reproduce import speech_models
+
+        speech_models.run(args.profile, Path(args.work) if args.work else None, Path(args.out) if args.out else None,
+                          force=args.force, seed=args.seed)
+        return
     from edgeprune.reproduce.dcase_table import default_work, run
 
     settings = settings_from_args(args)

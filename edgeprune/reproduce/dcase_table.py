@@ -242,17 +242,17 @@ def _bench(device: str, bundles: list[Path], data, settings: Settings, stem: Pat
     dev = load_devices()
     runner = dev.make_runner(device, log=(lambda m: print(m, flush=True)) if progress else (lambda m: None))
     stem.parent.mkdir(parents=True, exist_ok=True)
-    test = data["test"]
     with tempfile.TemporaryDirectory(prefix="edgeprune-table-") as tmp:
-        np.save(Path(tmp) / "X_test.npy", test.x)
-        np.save(Path(tmp) / "Y_test.npy", test.y)
+        from edgeprune.data.datasets import save_test_data
+
+        test_data = save_test_data(Path(tmp) / "test.npz", data["test"])
         emulated = device.endswith("-emulated")
         # emulation is hundreds of times slower: 8 clips and one timed run per artifact check the arithmetic
         options = dev.RunOptions(out=stem, threads=(1,), xnnpack="on", subset=EMULATED_CLIPS if emulated else 0,
                                  runs=1 if emulated else settings.bench_runs,
                                  min_seconds=None if emulated else 0.5, warmup_seconds=None if emulated else 0.2)
         try:
-            path = runner.run(bundles, Path(tmp) / "X_test.npy", Path(tmp) / "Y_test.npy", options)
+            path = runner.run(bundles, test_data, None, options)
         except dev.DeviceError as exc:
             raise EdgepruneError(f"benchmark on {device}: {exc}") from None
     doc = json.loads(path.read_text())
@@ -262,7 +262,7 @@ def _bench(device: str, bundles: list[Path], data, settings: Settings, stem: Pat
         results[f"{Path(r['file']).parent.name}/{Path(r['file']).name}"] = {
             "ok": bool(r.get("ok")), "median_ms": None if doc.get("emulated") else lat.get("median_ms"),
             "p90_ms": None if doc.get("emulated") else lat.get("p90_ms"),
-            "accuracy": (r.get("accuracy") or {}).get("accuracy"), "error": r.get("error")}
+            "accuracy": (r.get("metrics") or {}).get("accuracy"), "error": r.get("error")}
     reference = stem.parent / "desktop.json"
     agreement = None
     if doc.get("emulated") and reference.exists():

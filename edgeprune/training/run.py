@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune import checkpoint
-from edgeprune.data.datasets import Dataset, load_dataset
+from edgeprune.data.datasets import Dataset
+from edgeprune.data.sources import load_dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import refuse_overwrite
 from edgeprune.frameworks import get_adapter
@@ -36,12 +37,13 @@ def check_data(data: Dataset, arch: dict[str, Any], where: str = "") -> None:
 
 
 def train(model_name: str, framework: str, data: Dataset, profile: Profile, out: Path, seed: int = 0,
-          force: bool = False, progress: bool = True, task: str | None = None) -> dict[str, Any]:
-    """Train a registered model from scratch for `task` (default: its first), save the best-validation checkpoint
-    at `out`, return its summary."""
+          force: bool = False, progress: bool = True, task: str | None = None,
+          args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train a registered model from scratch for `task` (default: the data's), with architecture arguments `args`
+    (e.g. {"fusion": "dual"}), save the best-validation checkpoint at `out`, return its summary."""
     out = Path(out)
     refuse_overwrite(out, force)  # fail before minutes of training, not after
-    arch = arch_spec(model_name, task or data.task)
+    arch = arch_spec(model_name, task or data.task, **(args or {}))
     check_data(data, arch)
     profile = for_model(profile, model_name)
     adapter = get_adapter(framework)
