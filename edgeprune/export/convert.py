@@ -356,8 +356,8 @@ def _reference(adapter: Any, model: Any, req: _Request) -> np.ndarray:
         raise
     except Exception as exc:  # noqa: BLE001 - usually an input spec that does not match the model
         msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        shown = ", ".join(f"{s.name} {[1, *s.shape]} ({s.layout})" for s in req.inputs)
-        raise EdgepruneError(f"the model does not run on input {shown}: {msg}; check the input spec") from exc
+        shown = ", ".join(f"'{s.name}' {[1, *s.shape]} ({s.layout})" for s in req.inputs)
+        raise EdgepruneError(f"the model does not run on its input(s) {shown}: {msg}; check the input spec") from exc
     if not np.isfinite(ref).all():
         raise EdgepruneError("the source model's outputs on the evaluation data contain NaN or infinite values")
     if ref.ndim != len(req.model_axes) + 1:

@@ -79,6 +79,21 @@ def _task_loss(loss: str, perm: tuple[int, ...] | None, temperature: float | Non
                          "train the PyTorch twin")
 
 
+class _Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    """lr * min(1, (step + 1) / steps), as the PyTorch adapter's warm-up."""
+
+    def __init__(self, lr: float, steps: int) -> None:
+        self.lr, self.steps = float(lr), int(steps)
+
+    def __call__(self, step):
+        from keras import ops
+
+        return self.lr * ops.minimum(1.0, (ops.cast(step, "float32") + 1.0) / self.steps)
+
+    def get_config(self) -> dict:
+        return {"lr": self.lr, "steps": self.steps}
+
+
 class Trainer:
     """Adam and a task loss, one batch at a time through Keras' compiled train step; the same losses as the
     PyTorch adapter. Keras losses see only (target, prediction), so a teacher's outputs travel packed beside the
@@ -88,12 +103,14 @@ class Trainer:
 
     def __init__(self, model: keras.Model, lr: float, loss: str = "cross_entropy",
                  output_perm: Sequence[int] | None = None, output_kind: str = "probs",
-                 temperature: float | None = None, alpha: float = 0.5, clip_norm: float | None = None) -> None:
+                 temperature: float | None = None, alpha: float = 0.5, clip_norm: float | None = None,
+                 warmup_steps: int = 0) -> None:
         self.model, self.loss = model, loss
         self.distill = temperature is not None
         perm = None if output_perm is None or list(output_perm) == sorted(output_perm) else tuple(output_perm)
         self.perm = perm
-        optimizer = keras.optimizers.Adam(lr, clipnorm=clip_norm) if clip_norm else keras.optimizers.Adam(lr)
+        rate = _Warmup(lr, warmup_steps) if warmup_steps > 0 else lr
+        optimizer = keras.optimizers.Adam(rate, clipnorm=clip_norm) if clip_norm else keras.optimizers.Adam(rate)
         model.compile(optimizer=optimizer, loss=_task_loss(loss, perm, temperature, alpha))
 
     def step(self, inputs: Sequence[np.ndarray], target: np.ndarray, teacher: np.ndarray | None = None) -> float:

@@ -96,17 +96,22 @@ class Trainer:
     output_perm: how to permute the model's output (batch first) into the task's axes before the loss.
     With `temperature` set, teacher outputs come with each batch and the loss becomes
     alpha * distillation + (1 - alpha) * task loss (KL at temperature T with the T^2 factor for probabilities and
-    frame logits, as Hinton et al.; MSE for masks).
+    frame logits, as Hinton et al.; MSE for masks). `warmup_steps`: the learning rate rises linearly from lr /
+    warmup_steps to lr over that many steps; `clip_norm`: gradients clipped to that global norm.
     """
 
     def __init__(self, model: torch.nn.Module, lr: float, loss: str = "cross_entropy",
                  output_perm: Sequence[int] | None = None, output_kind: str = "probs",
-                 temperature: float | None = None, alpha: float = 0.5, clip_norm: float | None = None) -> None:
+                 temperature: float | None = None, alpha: float = 0.5, clip_norm: float | None = None,
+                 warmup_steps: int = 0) -> None:
         if loss not in LOSSES:
             raise EdgepruneError(f"unknown loss '{loss}'; the PyTorch adapter has {', '.join(LOSSES)}")
         self.model, self.loss, self.kind = model, loss, output_kind
         self.perm = None if output_perm is None or list(output_perm) == sorted(output_perm) else tuple(output_perm)
         self.opt = torch.optim.Adam(model.parameters(), lr=lr)
+        self.schedule = None
+        if warmup_steps > 0:
+            self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warmup_steps))
         self.temperature, self.alpha, self.clip_norm = temperature, alpha, clip_norm
 
     def step(self, inputs: Sequence[np.ndarray], target: np.ndarray, teacher: np.ndarray | None = None) -> float:
@@ -123,6 +128,8 @@ class Trainer:
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
         self.opt.step()
+        if self.schedule is not None:
+            self.schedule.step()
         return float(loss.detach())
 
 

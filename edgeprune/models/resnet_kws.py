@@ -42,7 +42,9 @@ register_model(ModelEntry(
           "37.2 M MACs)", DEFAULTS,
     tasks=("keywords",), task_args=_task_args,
     layouts={"torch": (("NCHW", "1FT"),), "keras": (("NHWC", "FT1"),)},
-    output_axes={"torch": "K", "keras": "K"}))
+    output_axes={"torch": "K", "keras": "K"},
+    # validation accuracy still climbs at the 6th quick epoch (0.86); an epoch is about 4 s on 2 cores
+    training={"quick": {"epochs": 15}}))
 
 
 def _check(channels, blocks, pool) -> tuple[tuple[int, ...], tuple[int, int]]:

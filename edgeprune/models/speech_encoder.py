@@ -56,7 +56,12 @@ register_model(ModelEntry(
     NAME, "MelHuBERT-style post-LN transformer encoder on log-mel (20 ms frames, conv positional embedding; "
           "12 x 192, 4 heads, FFN 768: 5.4 M params), per-frame phone logits or keyword logits", DEFAULTS,
     tasks=("phones", "keywords"), task_args=_task_args,
-    layouts={"torch": (("NCW", "FT"),)}))
+    layouts={"torch": (("NCW", "FT"),)},
+    # Twelve post-LN layers trained from scratch collapse to blank-only CTC output at Adam's usual 1e-3 (and at
+    # 5e-4 with a short warm-up); 2e-4 after a 1,000-step linear warm-up, clipped at norm 5, trains (measured on
+    # the quick phones set: PER 0.63 after 5 epochs and falling).
+    training={name: {"lr": 2e-4, "warmup_steps": 1000, "clip_norm": 5.0, **extra}
+              for name, extra in (("tiny", {}), ("quick", {"epochs": 10}), ("full", {}))}))
 
 
 def param_count(layers: int = 12, dim: int = 192, heads: int = 4, ffn: int = 768, pos_kernel: int = 31,
@@ -179,4 +184,9 @@ def build_torch(layers, dim, heads, ffn, dropout, pos_kernel, pos_groups, n_mels
                 x = x.mean(dim=1)
             return self.head(x)
 
-    return SpeechEncoder()
+    model = SpeechEncoder()
+    for module in model.modules():  # BERT-style initialisation, as HuBERT's fairseq code (init_bert_params)
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            nn.init.zeros_(module.bias)
+    return model

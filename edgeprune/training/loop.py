@@ -52,7 +52,7 @@ def fit(framework: str, model: Any, arch: dict[str, Any], data: Dataset, profile
     distill = teacher_outputs is not None
     trainer = adapter.Trainer(model, profile.lr, loss=task.loss, output_perm=output_perm(arch, framework),
                               output_kind=task.output.kind, temperature=temperature if distill else None, alpha=alpha,
-                              clip_norm=profile.clip_norm)
+                              clip_norm=profile.clip_norm, warmup_steps=profile.warmup_steps)
     rng = np.random.default_rng(seed)
     train = data["train"]
     inputs = model_inputs(arch, framework, train.inputs)  # laid out once, sliced per batch

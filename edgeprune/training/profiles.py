@@ -18,6 +18,7 @@ class Profile:
     synthetic: SyntheticSpec  # the synthetic scene set this profile trains on (real data ignores it)
     speech: dict = None  # task -> (train, validation, test) sizes of the synthetic speech sets
     clip_norm: float | None = None  # gradient clipping (a model's overrides may set it)
+    warmup_steps: int = 0  # linear learning-rate warm-up over this many optimiser steps (transformers need it)
 
 
 PROFILES = {
