@@ -55,7 +55,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     data = run.data_for(args.data, profile, task=task)
     summary = run.train(args.model, args.framework, data, profile, out, seed=args.seed, force=args.force,
                         task=task.name, args=_arch_args(args.arg))
-    print(f"saved {out}  (best epoch {summary['best_epoch']}, validation {_summary(summary['validation'], task)}; "
+    print(f"saved {out}  (best epoch {summary['best_epoch']} of {summary['epochs']}, batch {summary['batch_size']}, "
+          f"lr {summary['lr']:g}; validation {_summary(summary['validation'], task)}; "
           f"{summary['train_seconds']:.0f} s of training)")
 
 

@@ -7,7 +7,6 @@ Data: the tiny synthetic speech sets (espeak-ng; tens of clips), generated once 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest

@@ -112,10 +112,14 @@ class Task:
     # --- evaluation ---
     def evaluate(self, outputs: np.ndarray, y: np.ndarray | None, meta: dict[str, np.ndarray],
                  classes: list[str] | None = None, full: bool = False) -> dict[str, Any]:
-        """Metrics of model outputs on a split (`full`: also the slow ones, e.g. STOI and PESQ)."""
+        """Metrics of model outputs (in the task's axes) on a split (`full`: also the slow ones, e.g. STOI and
+        PESQ): the suite's `task_metrics`, so a file on a board is scored the same way."""
         from benchmarks.metrics import task_metrics
 
-        return task_metrics(self.describe(), outputs, y, meta)
+        try:
+            return {"n": int(len(outputs)), **task_metrics(self.describe(), outputs, y, meta)}
+        except ValueError as exc:
+            raise EdgepruneError(str(exc)) from exc
 
     def better(self, new: float, best: float | None) -> bool:
         """Whether a validation value beats the best so far (strictly)."""

@@ -48,12 +48,9 @@ class EnhancementTask(Task):
 
     def evaluate(self, outputs: np.ndarray, y: np.ndarray | None, meta: dict[str, np.ndarray],
                  classes: list[str] | None = None, full: bool = False) -> dict[str, Any]:
-        from benchmarks.metrics import enhance, task_metrics
+        from benchmarks.metrics import enhance
 
-        try:
-            report = {"n": int(len(outputs)), **task_metrics(self.describe(), outputs, y, meta)}
-        except ValueError as exc:
-            raise EdgepruneError(str(exc)) from exc
+        report = super().evaluate(outputs, y, meta, classes)
         if full and "noisy_wave" in meta and "clean_wave" in meta:
             enhanced = enhance(outputs, meta["noisy_wave"], N_FFT, HOP)
             report.update(perceptual(enhanced, meta["noisy_wave"], meta["clean_wave"]))

@@ -4,7 +4,6 @@ CTC loss, phone error rate (PER)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -39,16 +38,6 @@ class PhonesTask(Task):
             frames = np.full(len(y), n_in)
         lengths = (y >= 0).sum(axis=1)
         return np.concatenate([np.stack([frames, np.full(len(y), n_in), lengths], axis=1), y], axis=1).astype(np.int64)
-
-    def evaluate(self, outputs: np.ndarray, y: np.ndarray | None, meta: dict[str, np.ndarray],
-                 classes: list[str] | None = None, full: bool = False) -> dict[str, Any]:
-        from benchmarks.metrics import task_metrics
-
-        try:
-            report = task_metrics(self.describe(), outputs, y, meta)
-        except ValueError as exc:
-            raise EdgepruneError(str(exc)) from exc
-        return {"n": int(len(outputs)), **report}
 
     def metric_names(self) -> list[str]:
         return ["per"]
