@@ -254,9 +254,8 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", help="result JSON files written by python -m benchmarks (any devices)")
-    p.add_argument("--out", default="benchmarks/results/report",
-                   help="output stem: writes STEM.md, STEM.csv, STEM.json, STEM.png "
-                        "(default benchmarks/results/report)")
+    p.add_argument("--out", default="runs/report",
+                   help="output stem: writes STEM.md, STEM.csv, STEM.json, STEM.png (default runs/report)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
 
 

@@ -9,7 +9,7 @@ Two on-disk layouts:
     DIR/X_train.npy [N, 40, 500] (or [..., 1]) float log-mel, DIR/Y_train.npy [N] int or [N, 10] one-hot,
     DIR/X_validation.npy, DIR/Y_validation.npy (optional; else a stratified 10 % of train is held out),
     DIR/X_test.npy, DIR/Y_test.npy, DIR/D_*.npy (devices, optional), DIR/classes.json (optional);
-- edgeprune's own layout for any task (the speech caches, `edgeprune data --save`):
+- edgeprune's own layout for any task (the speech caches; `save_splits` writes it):
     DIR/info.json {"task", "classes", "generator", ...}; DIR/{train,validation,test}.npz with the arrays
     "input/<name>", "y" and "meta/<key>".
 Model selection uses the validation split, never test.
