@@ -172,7 +172,7 @@ def main(argv: List[str] = None) -> int:
     p.add_argument("--min-seconds", type=float, default=1.0, help="as python -m benchmarks (default 1.0)")
     p.add_argument("--warmup-seconds", type=float, default=0.5, help="as python -m benchmarks (default 0.5)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
-    p.add_argument("--out", default="benchmarks/results/harness_overhead", help="output stem: STEM.json, STEM.md")
+    p.add_argument("--out", default="runs/benchmarks/harness_overhead", help="output stem: STEM.json, STEM.md")
     args = p.parse_args(argv)
     for path in args.models:
         if not (path.endswith(".tflite") and os.path.isfile(path)):
