@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ def seed_params() -> dict[str, int]:
 
 def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: dict[str, list[int]],
           recovery: dict[str, Any], exports: dict[str, Any], bench: dict[str, Any], seconds: dict[str, float],
-          wall_seconds: float, work: Path | None = None, out: Path | None = None) -> dict[str, Any]:
+          wall_seconds: float, command: str = "") -> dict[str, Any]:
     """The results document: our rows, the seed's, differences, relations, size comparison, step times."""
     rows = []
     for name, layers in [("baseline", ())] + ROWS:
@@ -75,7 +74,7 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
         "devices": {d: {"emulated": b["emulated"], "fingerprint": b.get("fingerprint"), "results_file": b.get("file")}
                     for d, b in bench.items()},
         "step_seconds": seconds, "wall_seconds": wall_seconds,
-        "command": _command(settings, work, out),
+        "command": command,
     }
 
 
@@ -87,27 +86,6 @@ def _agreement(agreement: dict[str, Any] | None, key: str, result: dict[str, Any
     a = agreement[key]
     diff = f"max diff {a['max_abs_diff']:.1e}" if a.get("max_steps") is None else f"{a['max_steps']:.0f} steps"
     return (f"yes ({a['clips']} clips, {diff})" if a["ok"] else f"NO: {a.get('why')}")
-
-
-def _command(settings, work: Path | None, out: Path | None) -> str:
-    """The command line that reproduces this run: every setting that differs from its default, as a flag."""
-    from edgeprune.reproduce.dcase_table import OUT_NAME, Settings, default_work
-
-    default = Settings(profile=settings.profile)
-    parts = ["edgeprune reproduce dcase-table", f"--profile {settings.profile}"]
-    for name, flag in (("data", "--data"), ("checkpoint", "--checkpoint"), ("framework", "--framework"),
-                       ("finetune_epochs", "--finetune-epochs"), ("calib", "--calib"), ("bench_runs", "--bench-runs"),
-                       ("seed", "--seed")):
-        if getattr(settings, name) != getattr(default, name):
-            parts.append(f"{flag} {shlex.quote(str(getattr(settings, name)))}")
-    parts += [f"--threshold {k}={v}" for k, v in sorted(settings.thresholds.items())]
-    parts.append(f"--devices {','.join(settings.devices)}")
-    work = Path(work) if work is not None else default_work(settings)
-    if work != default_work(settings):
-        parts.append(f"--work {shlex.quote(str(work))}")
-    if out is not None and Path(out) != work / OUT_NAME:
-        parts.append(f"--out {shlex.quote(str(out))}")
-    return " ".join(parts)
 
 
 def markdown(doc: dict[str, Any]) -> str:

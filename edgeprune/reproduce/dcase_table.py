@@ -13,6 +13,7 @@ Accuracy per precision is the exporter's: each .tflite run in LiteRT, one clip a
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import tempfile
 import time
@@ -138,10 +139,29 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
                                   outputs=(stem.with_suffix(".json"),))
 
     doc = dcase_results.build(settings, data.info, baseline, kept, recovery, exports, bench, steps.seconds(),
-                              wall_seconds=round(time.time() - started, 1), work=work, out=Path(out))
+                              wall_seconds=round(time.time() - started, 1), command=command_line(settings, work, out))
     dcase_results.write(doc, Path(out))
     steps.say(f"wrote {out}.md, .csv, .json, .png")
     return doc
+
+
+def command_line(settings: Settings, work: Path | None, out: Path | None) -> str:
+    """The command line that reproduces this run: every setting that differs from its default, as a flag."""
+    default = Settings(profile=settings.profile)
+    parts = ["edgeprune reproduce dcase-table", f"--profile {settings.profile}"]
+    for name, flag in (("data", "--data"), ("checkpoint", "--checkpoint"), ("framework", "--framework"),
+                       ("finetune_epochs", "--finetune-epochs"), ("calib", "--calib"), ("bench_runs", "--bench-runs"),
+                       ("seed", "--seed")):
+        if getattr(settings, name) != getattr(default, name):
+            parts.append(f"{flag} {shlex.quote(str(getattr(settings, name)))}")
+    parts += [f"--threshold {k}={v}" for k, v in sorted(settings.thresholds.items())]
+    parts.append(f"--devices {','.join(settings.devices)}")
+    work = Path(work) if work is not None else default_work(settings)
+    if work != default_work(settings):
+        parts.append(f"--work {shlex.quote(str(work))}")
+    if out is not None and Path(out) != work / OUT_NAME:
+        parts.append(f"--out {shlex.quote(str(out))}")
+    return " ".join(parts)
 
 
 def _check_baseline(path: Path) -> None:
