@@ -63,7 +63,7 @@ def extract_folder(audio_root: Path, lists: dict[str, Path], out: Path, sample_r
     for name, rows in entries.items():
         feats = [wav_log_mel(Path(audio_root) / f, config) for f, _ in tqdm(rows, desc=f"extracting {name}", unit="file")]
         labels = np.array([classes.index(label) for _, label in rows], dtype=np.int64)
-        splits[name] = Split(np.stack(feats), labels, np.array([_device_of(f) for f, _ in rows]))
+        splits[name] = Split({"logmel": np.stack(feats)}, labels, {"devices": np.array([_device_of(f) for f, _ in rows])})
     with atomic_path(Path(out), force=force, is_dir=True) as tmp:
         save_split_arrays(tmp, splits, classes)
     return Path(out)
