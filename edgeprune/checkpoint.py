@@ -105,6 +105,26 @@ def save(path: Path, model: Any, framework: str, arch: dict[str, Any], classes: 
     return path
 
 
+def save_model(path: Path, model: Any, inputs: InputSpec | list[InputSpec], task: str | Task,
+               builder: str | None = None, args: dict[str, Any] | None = None, classes: list[str] | None = None,
+               output_axes: str | None = None, force: bool = False) -> Path:
+    """Save a model edgeprune did not write as a checkpoint the CLI works on (info, prune, finetune, export, eval):
+    its weights, how to rebuild it (`builder`, an importable 'module:function' called with the JSON `args`; for
+    Keras without a builder, the model's own config), the task it serves and its inputs (in the task's input
+    order, with their feature axes so the task's data can be laid out for it). Never pickles the model."""
+    from edgeprune.frameworks import framework_of
+    from edgeprune.models.registry import user_arch
+
+    specs = [inputs] if isinstance(inputs, InputSpec) else list(inputs)
+    arch = user_arch(model, specs, task, builder, args, output_axes)
+    rebuilt = build(arch, arch["framework"])  # refuse now what could not be loaded later
+    adapter = get_adapter(framework_of(model))
+    if set(adapter.get_weights(rebuilt)) != set(adapter.get_weights(model)):
+        raise EdgepruneError(f"the builder '{arch['model']}' does not rebuild this model (its weights differ in "
+                             "names); give the function and arguments that built it")
+    return save(path, model, arch["framework"], arch, classes, force=force)
+
+
 def read_spec(path: Path) -> dict[str, Any]:
     """The spec of a checkpoint folder, checked for the fields loading needs."""
     path = Path(path)

@@ -226,9 +226,12 @@ def cmd_prune(args: argparse.Namespace) -> None:
             calib = calibration_set(run.data_for(args.data, profile, task=ckpt.task), args.calib)
         scores = score_checkpoint(ckpt, args.criterion, _layers(args.layers), calib)
     result = prune_checkpoint(ckpt, target, scores, out, force=args.force,
-                              scores_file=Path(args.scores) if args.scores else None)
+                              scores_file=Path(args.scores) if args.scores else None,
+                              group_reduction=args.group_reduction, ignored_layers=_layers(args.ignore))
     print(markdown_table(result.table, ["layer", "type", "channels_before", "channels_after", "params_before",
                                         "params_after", "macs_before", "macs_after", "criterion"]))
+    for group in result.groups:
+        print(f"coupled, pruned together: {', '.join(group)}")
     for note in result.notes:
         print(f"note: {note}")
     total = lambda key: sum(r[key] for r in result.table)  # noqa: E731
@@ -329,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", action="store_true", help="the criterion's own keep rule (passive)")
     p.add_argument("--budget", help="params=F or macs=F: keep this fraction of the parent, within 1 %%")
     p.add_argument("--round-to", type=int, default=1, help="keep channel counts a multiple of N")
+    p.add_argument("--ignore", help="comma-separated layers never to prune")
+    p.add_argument("--group-reduction", default="mean", choices=["mean", "sum"],
+                   help="how coupled layers' normalised scores combine into one ranking (default mean)")
     _add_data_args(p)
     p.add_argument("--calib", type=int, default=200)
     p.add_argument("--out", required=True, help="pruned checkpoint folder")

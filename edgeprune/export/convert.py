@@ -75,7 +75,8 @@ def export(checkpoint_path: str | Path, out_dir: str | Path = "export", formats:
     (default: the checkpoint's; weights transfer exactly). Everything else is as in export_model().
     """
     from edgeprune import checkpoint as ckpt_mod
-    from edgeprune.models import get_entry, input_specs, output_axes, task_of
+    from edgeprune.models import input_specs, output_axes, task_of
+    from edgeprune.models.registry import has_twin
 
     t0 = time.perf_counter()
     checkpoint_path = Path(checkpoint_path)
@@ -89,7 +90,7 @@ def export(checkpoint_path: str | Path, out_dir: str | Path = "export", formats:
     source = {"checkpoint": str(checkpoint_path), "checkpoint_framework": spec["framework"], "framework": fw,
               "weights_sha256": spec.get("weights_sha256"), "model": spec["arch"]["model"], "arch": spec["arch"],
               "transforms": [t.to_json() for t in ckpt.transforms]}
-    twin = len(get_entry(spec["arch"]["model"]).builders) > 1
+    twin = has_twin(spec["arch"])
     return _export(ckpt.model, fw, req, classes=ckpt.classes, source=source, label=str(checkpoint_path),
                    twin=twin, int8_io=int8_io, progress=progress, num_threads=num_threads, t0=t0)
 

@@ -148,7 +148,8 @@ def onnx_to_tflite(onnx_path: Path, out_dir: Path, samples: dict[str, np.ndarray
         kwargs.update(keep_ncw_or_nchw_or_ncdhw_input_names=list(keep_layout), output_signaturedefs=True)
     if "int8" in quants:
         kwargs.update(output_integer_quantized_tflite=True, input_quant_dtype="int8", output_quant_dtype="int8")
-    rc, log = _run_onnx2tf(kwargs, capture=not progress)
+    _image_samples(samples, work)
+    rc, log = _run_onnx2tf(kwargs, capture=not progress, cwd=work)
     if rc < 0:  # killed by a signal: TensorFlow crashed inside onnx2tf
         done = [q for q in ("fp32", "fp16", "dynamic") if (work / f"{src.stem}{ONNX2TF_FILES[q]}").is_file()]
         recurrent = _recurrent_ops(src)
@@ -183,8 +184,8 @@ def onnx_to_tflite(onnx_path: Path, out_dir: Path, samples: dict[str, np.ndarray
 _ERROR_MARK = "EDGEPRUNE-ONNX2TF-ERROR:"
 
 
-def _run_onnx2tf(kwargs: dict[str, Any], capture: bool) -> tuple[int, str]:
-    """onnx2tf.convert(**kwargs) in a child process: (exit status, its output when captured).
+def _run_onnx2tf(kwargs: dict[str, Any], capture: bool, cwd: Path | None = None) -> tuple[int, str]:
+    """onnx2tf.convert(**kwargs) in a child process started in `cwd`: (exit status, its output when captured).
 
     A child because TensorFlow can crash outright inside onnx2tf (a segfault in the int8 calibrator on recurrent
     models): in-process that kills the caller; here it is an exit status that becomes an EdgepruneError.
@@ -197,10 +198,28 @@ def _run_onnx2tf(kwargs: dict[str, Any], capture: bool) -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "edgeprune.export.torch_path", json.dumps(kwargs)]
     if not capture:
-        return subprocess.run(cmd, env=env).returncode, ""
-    done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        return subprocess.run(cmd, env=env, cwd=cwd).returncode, ""
+    done = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace")
     return done.returncode, done.stdout
+
+
+# onnx2tf 1.x fetches this file of image samples from GitHub for its checks whenever every model input is 4-D with
+# 3 channels last, whatever samples it is given, unless a file of that name is in its working folder.
+ONNX2TF_IMAGE_SAMPLES = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def _image_samples(samples: dict[str, np.ndarray], folder: Path) -> None:
+    """Our own samples in the place of onnx2tf's downloaded images (20 of them, nearest-resized to 128 x 128), when
+    every input looks like an image to it: an export never reaches the network."""
+    arrays = list(samples.values())
+    if not arrays or not all(a.ndim == 4 and a.shape[-1] == 3 for a in arrays):
+        return
+    x = arrays[0]
+    rows = np.arange(128) * x.shape[1] // 128
+    cols = np.arange(128) * x.shape[2] // 128
+    picked = x[np.arange(20) % len(x)][:, rows][:, :, cols]
+    np.save(folder / ONNX2TF_IMAGE_SAMPLES, np.ascontiguousarray(picked, dtype=np.float32))
 
 
 def _convert_main(argv: list[str]) -> int:

@@ -139,6 +139,19 @@ class InputSpec:
             raise EdgepruneError(f"{what}: contains NaN or infinite values; expected finite samples")
         return np.ascontiguousarray(x.reshape(len(x), *self.shape), dtype=np.float32)
 
+    def to_json(self) -> dict[str, Any]:
+        """Everything that defines the spec (for a checkpoint); `from_json` reads it back."""
+        return {"shape": list(self.shape), "layout": self.layout, "tflite_layout": self.tflite_layout,
+                "name": self.name, "axes": self.axes, "feature_axes": self.feature_axes, "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InputSpec:
+        try:
+            return cls(tuple(data["shape"]), data["layout"], data.get("tflite_layout"), data.get("name", "input"),
+                       data.get("axes"), data.get("feature_axes"), data.get("dtype", "float32"))
+        except (KeyError, TypeError) as exc:
+            raise EdgepruneError(f"not an input spec ({type(exc).__name__}: {exc}): {data!r}") from exc
+
     def to_dict(self) -> dict[str, Any]:
         """The manifest's record of the input (batch axis included in the shapes)."""
         out = {"name": self.name, "shape": [1, *self.shape], "layout": self.layout, "dtype": self.dtype,

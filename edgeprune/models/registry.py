@@ -21,6 +21,7 @@ from edgeprune.models.input_spec import InputSpec
 from edgeprune.tasks import Task, get_task
 
 FRAMEWORKS = ("torch", "keras")
+KERAS_CONFIG = "keras:config"  # a user's Keras model rebuilt from its own config (model.to_json())
 
 
 @dataclass
@@ -83,9 +84,45 @@ def list_models() -> list[ModelEntry]:
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
+def is_registered(arch: dict[str, Any]) -> bool:
+    """Whether an architecture spec names a registered model, not one a user brought (`module:function` or a
+    Keras config; see `user_arch`)."""
+    return ":" not in str(arch["model"])
+
+
+def user_arch(model: Any, inputs: list[InputSpec], task: str | Task, builder: str | None = None,
+              args: dict[str, Any] | None = None, output_axes: str | None = None) -> dict[str, Any]:
+    """The architecture spec of a model edgeprune did not write: how to rebuild it (an importable
+    `module:function` called with the JSON `args`, or, for Keras without a builder, the model's own config), the
+    task it serves and its inputs. Never a pickle."""
+    from edgeprune.frameworks import framework_of
+
+    framework = framework_of(model)
+    task = get_task(task)
+    if builder is None and framework == "torch":
+        raise EdgepruneError("a PyTorch model is rebuilt by a function: give builder='module:function' (and its "
+                             "JSON arguments as args) that returns the architecture")
+    if builder is not None and (builder.count(":") != 1 or not all(builder.split(":"))):
+        raise EdgepruneError(f"builder {builder!r}: expected 'module:function', e.g. 'mymodels:resnet'")
+    if len(inputs) != len(task.inputs):
+        raise EdgepruneError(f"the {task.name} task has {len(task.inputs)} input(s); {len(inputs)} input spec(s) given")
+    arch = {"model": builder or KERAS_CONFIG, "args": dict(args or {}), "task": task.name, "framework": framework,
+            "inputs": [s.to_json() for s in inputs], "output_axes": output_axes or task.output.axes}
+    if builder is None:
+        arch["config"] = model.to_json()
+    return arch
+
+
 def task_of(arch: dict[str, Any]) -> Task:
     """The task of an architecture spec (specs written before tasks existed get the model's default task)."""
+    if not is_registered(arch):
+        return get_task(arch["task"])
     return get_task(arch.get("task") or get_entry(arch["model"]).tasks[0])
+
+
+def has_twin(arch: dict[str, Any]) -> bool:
+    """Whether the architecture exists in both frameworks (weights then transfer between them)."""
+    return is_registered(arch) and len(get_entry(arch["model"]).builders) > 1
 
 
 def arch_spec(name: str, task: str | Task | None = None, **overrides: Any) -> dict[str, Any]:
@@ -112,6 +149,8 @@ def build(spec: dict[str, Any], framework: str) -> Any:
     """Build a fresh model from an architecture spec in `framework` ('torch' or 'keras')."""
     if framework not in FRAMEWORKS:
         raise EdgepruneError(f"unknown framework '{framework}'; expected one of {', '.join(FRAMEWORKS)}")
+    if not is_registered(spec):
+        return _build_user(spec, framework)
     entry = get_entry(spec["model"])
     if framework not in entry.builders:
         raise EdgepruneError(f"model '{entry.name}' has no {framework} implementation "
@@ -122,9 +161,11 @@ def build(spec: dict[str, Any], framework: str) -> Any:
 
 def input_specs(spec: dict[str, Any], framework: str) -> list[InputSpec]:
     """The inputs of the model an architecture spec builds in `framework`, in the task's input order: shapes from
-    the task's features, layouts from the registration."""
+    the task's features, layouts from the registration (a user's model: the specs it was saved with)."""
     if framework not in FRAMEWORKS:
         raise EdgepruneError(f"unknown framework '{framework}'; expected one of {', '.join(FRAMEWORKS)}")
+    if not is_registered(spec):
+        return [InputSpec.from_json(d) for d in spec["inputs"]]
     entry = get_entry(spec["model"])
     task = task_of(spec)
     if framework not in entry.layouts:
@@ -139,6 +180,8 @@ def input_specs(spec: dict[str, Any], framework: str) -> list[InputSpec]:
 
 def output_axes(spec: dict[str, Any], framework: str) -> str:
     """Axis letters of the model's output (no batch axis) in `framework`."""
+    if not is_registered(spec):
+        return spec.get("output_axes") or task_of(spec).output.axes
     return get_entry(spec["model"]).output_axes.get(framework) or task_of(spec).output.axes
 
 
@@ -148,6 +191,26 @@ def input_spec(spec: dict[str, Any], framework: str) -> InputSpec:
     if len(specs) != 1:
         raise EdgepruneError(f"model '{spec['model']}' takes {len(specs)} inputs ({', '.join(s.name for s in specs)})")
     return specs[0]
+
+
+def _build_user(spec: dict[str, Any], framework: str) -> Any:
+    """A user's model from its spec: its builder function called with its arguments, or its Keras config."""
+    import importlib
+
+    saved = spec.get("framework")
+    if saved and saved != framework:
+        raise EdgepruneError(f"'{spec['model']}' is a {saved} model edgeprune did not write: it has no {framework} twin")
+    if spec["model"] == KERAS_CONFIG:
+        import keras
+
+        return keras.models.model_from_json(spec["config"])
+    module, _, name = spec["model"].partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise EdgepruneError(f"cannot import the builder '{spec['model']}' ({type(exc).__name__}: {exc}); make its "
+                             "module importable (PYTHONPATH) where the checkpoint is loaded") from exc
+    return fn(**spec.get("args", {}))
 
 
 def _load_builtin() -> None:

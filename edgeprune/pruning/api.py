@@ -1,28 +1,16 @@
-"""One channel-pruning call for both frameworks: keep-lists in, a smaller model and a per-layer table out.
+"""Channel surgery for both frameworks: keep-lists in, a smaller model out (the input model untouched).
 
 Surgery is per framework (`torch_surgery` on Torch-Pruning's dependency graph, `keras_surgery` by rebuilding the
-Keras graph); targets, tables and checkpoints are shared. Channel keep-lists are the "channels" transform of a
-checkpoint's transform list (`pruning.transforms`).
+Keras graph). Channel keep-lists are the "channels" transform of a checkpoint's transform list
+(`pruning.transforms`); `pruning.prune` chooses them.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from edgeprune.models.measure import layer_table
 from edgeprune.models.registry import input_specs
 from edgeprune.pruning.transforms import register_transform
-
-
-@dataclass
-class PruneResult:
-    model: Any
-    keep: dict[str, list[int]]
-    notes: list[str] = field(default_factory=list)
-    table: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 def example_inputs(framework: str, arch: dict[str, Any]) -> Any:
@@ -39,11 +27,17 @@ def example_inputs(framework: str, arch: dict[str, Any]) -> Any:
 
 
 def apply_keep(model: Any, framework: str, arch: dict[str, Any], keep: dict[str, list[int]]) -> tuple[Any, list[str]]:
-    """Remove every channel not in `keep` for real; the input model is left untouched."""
+    """`cut` for a model of a registered architecture (its example inputs come from the architecture)."""
+    return cut(model, framework, keep, example_inputs(framework, arch) if framework == "torch" else None)
+
+
+def cut(model: Any, framework: str, keep: dict[str, list[int]], examples: Any = None) -> tuple[Any, list[str]]:
+    """Remove every channel not in `keep` for real; the input model is left untouched. `examples`: the inputs a
+    PyTorch model is traced with."""
     if framework == "torch":
         from edgeprune.pruning.torch_surgery import prune_torch
 
-        return prune_torch(model, keep, example_inputs(framework, arch))
+        return prune_torch(model, keep, examples)
     from edgeprune.pruning.keras_surgery import prune_keras
 
     return prune_keras(model, keep)
@@ -68,12 +62,3 @@ def prunable_channels(model: Any, framework: str, arch: dict[str, Any]) -> dict[
     from edgeprune.pruning.keras_surgery import channels_of
 
     return channels_of(model)
-
-
-def prune(model: Any, framework: str, arch: dict[str, Any], keep: dict[str, list[int]],
-          criterion: str = "") -> PruneResult:
-    """Prune `model` to `keep` and describe what changed."""
-    start = time.perf_counter()
-    pruned, notes = apply_keep(model, framework, arch, keep)
-    seconds = time.perf_counter() - start
-    return PruneResult(pruned, keep, list(notes), layer_table(model, pruned, framework, arch, criterion), seconds)

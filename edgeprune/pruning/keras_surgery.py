@@ -268,6 +268,15 @@ def channels_of(model: keras.Model) -> dict[str, int]:
     return {p: n for p, n in g.producers.items() if p not in g.fixed and p not in g.blocked and n > 1}
 
 
+def unprunable(model: keras.Model) -> dict[str, str]:
+    """Producer layers that cannot be pruned, with why (their channels reach a model output, or a layer that
+    cannot take pruned channels)."""
+    g = _analyse(model)
+    out = {p: f"its channels reach the model output '{o}'" for p, o in g.fixed.items()}
+    out.update({p: why for p, why in g.blocked.items() if p not in out})
+    return out
+
+
 def coupled_groups(model: keras.Model, include_unprunable: bool = False) -> list[set[str]]:
     """Sets of producer layers whose outputs meet at an Add, Subtract, Maximum, Minimum, Average or Multiply.
 

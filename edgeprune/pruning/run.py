@@ -17,7 +17,8 @@ from edgeprune.machine import machine_description
 from edgeprune.models.inference import model_inputs, predict
 from edgeprune.models.measure import measure
 from edgeprune.pruning import api
-from edgeprune.pruning.targets import Target, resolve
+from edgeprune.pruning.prune import PruneResult, prune
+from edgeprune.pruning.targets import Target
 from edgeprune.pruning.transforms import Transform
 from edgeprune.scoring import Scores, get_criterion, score
 from edgeprune.training.loop import fit
@@ -57,21 +58,22 @@ def score_checkpoint(ckpt: checkpoint.Checkpoint, criterion: str, layers: list[s
 
 
 def prune_checkpoint(ckpt: checkpoint.Checkpoint, target: Target, scores: Scores | None, out: Path,
-                     force: bool = False, scores_file: Path | None = None) -> api.PruneResult:
-    """Prune a loaded checkpoint to `target` and save the result: the checkpoint's transforms plus one channels
-    transform (keep-lists replayable, with the criterion and the scores that chose them; table beside it).
-    `scores_file`: where `scores` were read from (copied into the checkpoint); computed scores are written there."""
+                     force: bool = False, scores_file: Path | None = None, group_reduction: str = "mean",
+                     ignored_layers: list[str] | None = None) -> PruneResult:
+    """Prune a loaded checkpoint to `target` (coupled layers share one keep-list, ranked on their members' scores;
+    see `pruning.prune`) and save the result: the checkpoint's transforms plus one channels transform (keep-lists
+    replayable, with the criterion and the scores that chose them; table beside it). `scores_file`: where `scores`
+    were read from (copied into the checkpoint); computed scores are written there."""
     out = Path(out)
     refuse_overwrite(out, force)
     fw, arch, model = ckpt.framework, ckpt.arch, ckpt.model
-    channels = api.prunable_channels(model, fw, arch)
-
-    def measured(keep: dict[str, list[int]]) -> dict[str, float]:
-        return measure(api.apply_keep(model, fw, arch, keep)[0], fw, arch)
-
-    keep = resolve(target, scores, channels, measure=measured)
+    if target.keep is None and scores is None:
+        raise EdgepruneError(f"pruning to {target.describe()} needs scores (--scores FILE or --criterion NAME)")
+    examples = api.example_inputs(fw, arch) if fw == "torch" else None
+    result = prune(model, examples, target=target, scores=scores, group_reduction=group_reduction,
+                   ignored_layers=ignored_layers)
+    keep = result.keep
     criterion = scores.criterion if scores is not None and target.keep is None else "explicit"
-    result = api.prune(model, fw, arch, keep, criterion=criterion)
     before, after = measure(model, fw, arch), measure(result.model, fw, arch)
     previous = ckpt.transforms
     step = len(previous) + 1
@@ -90,7 +92,7 @@ def prune_checkpoint(ckpt: checkpoint.Checkpoint, target: Target, scores: Scores
         "criterion": criterion, "scores": scores_ref, "target": target.describe(),
         "parent": {"path": str(ckpt.path), "weights_sha256": ckpt.spec.get("weights_sha256"),
                    "params": before["params"], "macs": before["macs"]},
-        "params": after["params"], "macs": after["macs"], "notes": result.notes,
+        "params": after["params"], "macs": after["macs"], "notes": result.notes, "groups": result.groups,
         "seconds": round(result.seconds, 4), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     transforms = previous + [Transform("channels", {"keep": keep}, record)]

@@ -191,6 +191,24 @@ def channels_of(model: nn.Module, example_inputs: Any = None) -> dict[str, int]:
     return {name: a.roots[name].channels for name in _prunable(a)}
 
 
+def unprunable(model: nn.Module, example_inputs: Any) -> dict[str, str]:
+    """Conv / Linear layers that cannot be pruned, with why (their channels reach the model's output, or a layer
+    that cannot take pruned channels exactly; or they did not run)."""
+    a = _analyse(copy.deepcopy(model), example_inputs)
+    out = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, ROOT_TYPES) or _is_grouped(m) or _is_depthwise(m):
+            continue
+        r = a.roots.get(name)
+        if r is None:
+            out[name] = "it did not run on the example inputs"
+        elif r.reaches_output:
+            out[name] = "its channels reach the model's output"
+        elif r.blocked is not None:
+            out[name] = r.blocked
+    return out
+
+
 def coupled_groups(model: nn.Module, example_inputs: Any, include_unprunable: bool = False) -> list[set[str]]:
     """Sets of layers (two or more) whose output channels are coupled, e.g. producers meeting at a residual add.
 

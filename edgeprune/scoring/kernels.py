@@ -88,6 +88,38 @@ def conv_kernels(model: Any, layers: list[str] | None = None) -> dict[str, np.nd
     return {name: _canonical(everything[name]) for name in names}
 
 
+def is_dense(layer: Any) -> bool:
+    """A torch Linear or a Keras Dense layer."""
+    if type(layer).__module__.startswith("torch"):
+        import torch.nn as nn
+
+        return isinstance(layer, nn.Linear)
+    import keras
+
+    return isinstance(layer, keras.layers.Dense)
+
+
+def weight_kernels(model: Any, layers: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Canonical kernels of convs and of dense layers (a dense layer is a 1x1 conv: [1, 1, in, out]), by name;
+    default every scorable conv. Any other layer is one clear error."""
+    names = resolve_layers(model, layers, conv_only=False)
+    everything = named_layers(model)
+    convs = set(scorable_layers(model))
+    out = {}
+    for name in names:
+        layer = everything[name]
+        if name in convs:
+            out[name] = _canonical(layer)
+        elif is_dense(layer):
+            w = layer.weight.detach().cpu().numpy().T if type(layer).__module__.startswith("torch") \
+                else np.asarray(layer.kernel.numpy())
+            out[name] = np.ascontiguousarray(w[None, None], dtype=np.float32)
+        else:
+            raise EdgepruneError(f"layer '{name}' is a {type(layer).__name__}: the weight-magnitude criteria score "
+                                 "Conv1D/Conv2D and Dense/Linear layers")
+    return out
+
+
 def _canonical(layer: Any) -> np.ndarray:
     if type(layer).__module__.startswith("torch"):
         w = layer.weight.detach().cpu().numpy()

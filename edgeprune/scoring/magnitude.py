@@ -1,4 +1,5 @@
-"""Data-free magnitude criteria: per-filter L1 ("l1") and L2 ("l2") norm of the conv kernel."""
+"""Data-free magnitude criteria: per-filter L1 ("l1") and L2 ("l2") norm of a conv kernel, or of a dense layer's
+weights into each output unit."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgeprune.scoring.base import LayerScores
-from edgeprune.scoring.kernels import conv_kernels
+from edgeprune.scoring.kernels import weight_kernels
 from edgeprune.scoring.registry import register_criterion
 
 
@@ -22,12 +23,14 @@ def filter_norms(kernel: np.ndarray, order: int) -> np.ndarray:
 
 def _norm_criterion(order: int):
     def fn(model: Any, layers: list[str], data: Any = None) -> tuple[dict[str, LayerScores], dict[str, Any]]:
-        kernels = conv_kernels(model, layers)
+        kernels = weight_kernels(model, layers)
         out = {name: LayerScores(name, filter_norms(k, order)) for name, k in kernels.items()}
         return out, {"options": {}}
 
     return fn
 
 
-register_criterion("l1", description="per-filter L1 norm of the kernel (data-free)")(_norm_criterion(1))
-register_criterion("l2", description="per-filter L2 norm of the kernel (data-free)")(_norm_criterion(2))
+register_criterion("l1", conv_only=False,
+                   description="per-filter L1 norm of the kernel, convs and dense layers (data-free)")(_norm_criterion(1))
+register_criterion("l2", conv_only=False,
+                   description="per-filter L2 norm of the kernel, convs and dense layers (data-free)")(_norm_criterion(2))

@@ -45,5 +45,8 @@ def for_model(profile: Profile, model: str) -> Profile:
     from dataclasses import replace
 
     from edgeprune.models import get_entry
+    from edgeprune.models.registry import is_registered
 
+    if not is_registered({"model": model}):
+        return profile
     return replace(profile, **get_entry(model).training.get(profile.name, {}))

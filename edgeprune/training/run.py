@@ -13,7 +13,8 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import refuse_overwrite
 from edgeprune.frameworks import get_adapter
 from edgeprune.machine import machine_description
-from edgeprune.models import arch_spec, build, get_entry, task_of
+from edgeprune.models import arch_spec, build, task_of
+from edgeprune.models.registry import has_twin
 from edgeprune.tasks import Task, get_task
 from edgeprune.training.loop import fit, validation_report
 from edgeprune.training.profiles import Profile, for_model
@@ -66,7 +67,7 @@ def _initial_model(arch: dict[str, Any], framework: str, seed: int) -> Any:
     """A fresh model; a Keras twin starts from the PyTorch twin's seeded initial weights, so the two differ only
     in framework numerics (Keras' Glorot initialisation trains the DCASE baseline markedly slower in a quick run)."""
     model = build(arch, framework)
-    if framework == "keras" and "torch" in get_entry(arch["model"]).builders:
+    if framework == "keras" and has_twin(arch):
         from edgeprune.transfer import transfer_weights
 
         torch_adapter = get_adapter("torch")
