@@ -179,3 +179,103 @@ def input_spec(name: str):
     if name == "conv1d_concat":
         return InputSpec((N_MELS, N_FRAMES), "NCW", name="logmel", axes="FT", feature_axes="FT")
     return InputSpec((N_MELS, N_FRAMES, 1), "NHWC", name="logmel", axes="FT1", feature_axes="FT")
+
+
+# --- measured: python examples/own_models.py --out benchmarks/results/own_models --------------------------------
+
+
+def paired_latency(a: str, b: str, rounds: int = 12, block: int = 200, threads: int = 1) -> dict:
+    """Median per-invoke time of two .tflite files measured in alternating blocks (A B B A ...) in one process,
+    1 thread, XNNPACK on; returns each file's median block mean (ms) and the median of the per-round ratio b / a."""
+    import time
+
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interps = []
+    for path in (a, b):
+        it = Interpreter(model_path=path, num_threads=threads)
+        it.allocate_tensors()
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
+        for _ in range(20):  # warm-up
+            it.invoke()
+        interps.append(it)
+
+    def timed(it) -> float:
+        start = time.perf_counter()
+        for _ in range(block):
+            it.invoke()
+        return (time.perf_counter() - start) / block * 1e3
+
+    times = {0: [], 1: []}
+    for r in range(rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for i in order:
+            times[i].append(timed(interps[i]))
+    ratios = [tb / ta for ta, tb in zip(times[0], times[1])]
+    return {"parent_ms": float(np.median(times[0])), "pruned_ms": float(np.median(times[1])),
+            "ratio": float(np.median(ratios)), "ratio_spread": [float(min(ratios)), float(max(ratios))]}
+
+
+def main(argv=None) -> None:
+    import argparse
+    import shlex
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    import edgeprune
+    from edgeprune.export import export_model
+    from edgeprune.frameworks import framework_of
+    from edgeprune.models.measure import measure
+    from edgeprune.results import write_result
+
+    p = argparse.ArgumentParser(description="prune, export and time the five user architectures")
+    p.add_argument("--out", default="runs/own_models/own_models", help="results stem (default under runs/)")
+    p.add_argument("--work", default="runs/own_models", help="where the bundles are written")
+    p.add_argument("--macs", type=float, default=0.5, help="MAC budget: the fraction of the parent to keep")
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, build in BUILDERS.items():
+        torch.manual_seed(0)
+        model = build()
+        spec = input_spec(name)
+        fw = framework_of(model)
+        x = rng.normal(-4, 2, size=(64, *spec.shape)).astype(np.float32)
+        ex = torch.from_numpy(x[:1]) if fw == "torch" else None
+        result = edgeprune.prune(model, ex, "l1", edgeprune.Budget(macs=args.macs))
+        shapes = [spec.shape]
+        before, after = measure(model, fw, input_shapes=shapes), measure(result.model, fw, input_shapes=shapes)
+        sizes = {}
+        for label, m in (("parent", model), ("pruned", result.model)):
+            manifest = export_model(m, spec, args.work, name=f"{name}-{label}", formats="tflite", quant="fp32,int8",
+                                    calib=x[:48], eval_x=x[48:], force=True, progress=False,
+                                    thresholds={"int8_top1": None})  # random init: near-uniform outputs
+            sizes[label] = {a["precision"]: a["size_bytes"] for a in manifest["artifacts"]}
+        timing = paired_latency(f"{args.work}/{name}-parent/model_int8.tflite",
+                                f"{args.work}/{name}-pruned/model_int8.tflite")
+        rows.append({"model": name, "framework": fw, "coupled_groups": len(result.groups),
+                     "params": f"{before['params']:,} -> {after['params']:,}",
+                     "MMACs": f"{before['macs'] / 1e6:.2f} -> {after['macs'] / 1e6:.2f}",
+                     "macs_kept": round(after["macs"] / before["macs"], 3),
+                     "fp32_KB": f"{sizes['parent']['fp32'] / 1024:.1f} -> {sizes['pruned']['fp32'] / 1024:.1f}",
+                     "int8_KB": f"{sizes['parent']['int8'] / 1024:.1f} -> {sizes['pruned']['int8'] / 1024:.1f}",
+                     "int8_ms": f"{timing['parent_ms']:.3f} -> {timing['pruned_ms']:.3f}",
+                     "int8_time_ratio": round(timing["ratio"], 3),
+                     "ratio_spread": [round(v, 3) for v in timing["ratio_spread"]]})
+        print(rows[-1], flush=True)
+    command = shlex.join(["python", "examples/own_models.py", *(argv if argv is not None else sys.argv[1:])])
+    print(write_result(Path(args.out), "Your own model: five public architectures pruned in one call to a MAC budget",
+                       command, f"edgeprune.prune(model, example_inputs, 'l1', Budget(macs={args.macs})) on random "
+                       "weights; int8 TFLite latency of the pruned file against its parent, 1 thread, XNNPACK on, "
+                       "12 alternating blocks of 200 invokes (A B B A ...), median of the per-round ratio",
+                       rows, ["model", "framework", "coupled_groups", "params", "MMACs", "macs_kept", "fp32_KB",
+                              "int8_KB", "int8_ms", "int8_time_ratio", "ratio_spread"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -125,7 +125,7 @@ def onnx_to_tflite(onnx_path: Path, out_dir: Path, samples: dict[str, np.ndarray
     them (without real samples it once computed something else, and for 3-channel inputs it downloads image data)
     and calibrates "int8" with them.
     """
-    work = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=out_dir))
+    work = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=out_dir)).resolve()  # the child runs in it
     src = _simplified(Path(onnx_path), work)
     names = _onnx_input_names(src)
     missing = [n for n in names if n not in samples]
