@@ -212,8 +212,13 @@ def test_user_checkpoints_reload_and_replay(tmp_path):
         replayed = checkpoint.load(tmp_path / f"{name}-2")
         assert len(replayed.transforms) == 2 and replayed.transforms[0].record["groups"] == first.groups
         np.testing.assert_allclose(_run(replayed.model, x[name]), _run(second.model, x[name]), atol=1e-5)
-    # the CLI works on them too
+    # the CLI works on them too, with the data of the task they were saved for
     assert main(["info", str(tmp_path / "ds_cnn-2")]) == 0
+    assert main(["eval", str(tmp_path / "ds_cnn-2"), "--profile", "tiny", "--out", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 48
+    assert main(["export", str(tmp_path / "ds_cnn-2"), "--profile", "tiny", "--quant", "fp32", "--calib", "8",
+                 "--out", str(tmp_path / "export")]) == 0
+    assert json.loads((tmp_path / "export" / "ds_cnn-2" / "manifest.json").read_text())["artifacts"][0]["passed"]
     assert main(["prune", str(tmp_path / "resnet"), "--criterion", "l2", "--budget", "macs=0.6", "--ignore", "conv1",
                  "--out", str(tmp_path / "cli")]) == 0
     spec = json.loads((tmp_path / "cli" / "spec.json").read_text())
