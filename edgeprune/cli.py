@@ -213,8 +213,11 @@ def cmd_prune(args: argparse.Namespace) -> None:
         if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
             raise EdgepruneError(f"{args.keep}: expected a JSON object {{layer: [channel indices to keep]}}")
         keep = raw
+    if args.global_ranking and args.ratio is None:
+        raise EdgepruneError("--global-ranking ranks every scored channel together for one --ratio; give --ratio R")
     target = Target(keep=keep, ratio=args.ratio, layer_ratios=layer_ratios, rule=args.rule,
-                    budget=parse_budget(args.budget) if args.budget else None, round_to=args.round_to)
+                    budget=parse_budget(args.budget) if args.budget else None, round_to=args.round_to,
+                    global_ranking=args.global_ranking)
     ckpt = checkpoint.load(Path(args.checkpoint))
     scores = None
     if args.scores:
@@ -332,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", action="store_true", help="the criterion's own keep rule (passive)")
     p.add_argument("--budget", help="params=F or macs=F: keep this fraction of the parent, within 1 %%")
     p.add_argument("--round-to", type=int, default=1, help="keep channel counts a multiple of N")
+    p.add_argument("--global-ranking", action="store_true",
+                   help="with --ratio: remove that fraction of all scored channels, lowest scores first wherever they "
+                        "are (scores comparable across layers, e.g. cmc_asp), instead of per layer")
     p.add_argument("--ignore", help="comma-separated layers never to prune")
     p.add_argument("--group-reduction", default="mean", choices=["mean", "sum"],
                    help="how coupled layers' normalised scores combine into one ranking (default mean)")

@@ -31,9 +31,11 @@ from edgeprune.scoring.kernels import named_layers, scorable_layers
 
 @dataclass(frozen=True)
 class Ratio:
-    """Remove this fraction of every group's channels (counted in channels, as Torch-Pruning's ratio)."""
+    """Remove this fraction of every group's channels (counted in channels, as Torch-Pruning's ratio); with
+    `global_ranking`, this fraction of all scored channels, the lowest-scored wherever they are."""
 
     value: float
+    global_ranking: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def as_target(target: Any, round_to: int = 1) -> Target:
     if isinstance(target, Target):
         return target
     if isinstance(target, Ratio):
-        return Target(ratio=target.value, round_to=round_to)
+        return Target(ratio=target.value, round_to=round_to, global_ranking=target.global_ranking)
     if isinstance(target, Budget):
         chosen = [(k, v) for k, v in (("params", target.params), ("macs", target.macs)) if v is not None]
         if len(chosen) != 1:

@@ -29,12 +29,14 @@ class Target:
     budget: tuple[str, float] | None = None  # ("params" | "macs", fraction of the parent to keep)
     round_to: int = 1
     tolerance: float = 0.01
+    global_ranking: bool = False  # with `ratio`: one ranking over every scored channel instead of per layer
 
     def describe(self) -> str:
         if self.keep is not None:
             return "explicit keep-lists"
         if self.ratio is not None:
-            return f"ratio {self.ratio} per layer"
+            return f"ratio {self.ratio} " + ("over all scored channels (global ranking)" if self.global_ranking
+                                             else "per layer")
         if self.layer_ratios:
             return "per-layer ratios " + ", ".join(f"{k}={v}" for k, v in self.layer_ratios.items())
         if self.rule:
@@ -88,6 +90,10 @@ def resolve(target: Target, scores: Scores | None, channels: dict[str, int],
             raise EdgepruneError(f"criterion '{scores.criterion}' has no keep rule of its own; give --ratio or --budget")
         return {n: _round_keep(list(s.keep), np.argsort(-s.scores, kind="stable"), len(s.scores), target.round_to)
                 for n, s in scores.layers.items()}
+    if target.ratio is not None and target.global_ranking:
+        if target.layer_ratios:
+            raise EdgepruneError("a global ranking takes one ratio, not per-layer ratios")
+        return _global_keep(scores, _check_ratio(target.ratio, "global"), target.round_to)
     if target.ratio is not None or target.layer_ratios:
         for layer in target.layer_ratios:
             if layer not in scores.layers:
@@ -104,6 +110,31 @@ def resolve(target: Target, scores: Scores | None, channels: dict[str, int],
             raise EdgepruneError("a budget target needs a way to measure the pruned model")
         return _meet_budget(target, scores, measure)
     raise EdgepruneError("no pruning target: give --ratio, --layer-ratio, --rule, --keep or --budget")
+
+
+def _global_keep(scores: Scores, ratio: float, round_to: int) -> dict[str, list[int]]:
+    """Remove the floor(ratio * total) lowest-scored channels across every scored layer (scores must be comparable
+    across layers, as CMC-ASP's ratios are), never a layer's last channel; NaN scores go first; ties by layer order
+    then index."""
+    names = list(scores.layers)
+    items = [(float(v) if np.isfinite(v) else -np.inf, li, ci)
+             for li, name in enumerate(names) for ci, v in enumerate(scores.layers[name].scores)]
+    remove = int(np.floor(ratio * len(items) + 1e-9))
+    left = {name: scores.layers[name].channels for name in names}
+    removed: dict[str, set[int]] = {name: set() for name in names}
+    for _, li, ci in sorted(items):
+        if remove == 0:
+            break
+        if left[names[li]] > 1:
+            removed[names[li]].add(ci)
+            left[names[li]] -= 1
+            remove -= 1
+    keep = {}
+    for name in names:
+        kept = [i for i in range(scores.layers[name].channels) if i not in removed[name]]
+        keep[name] = _round_keep(kept, np.argsort(-scores.layers[name].scores, kind="stable"),
+                                 scores.layers[name].channels, round_to)
+    return keep
 
 
 def _top(scores: np.ndarray, k: int) -> list[int]:

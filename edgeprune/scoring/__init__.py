@@ -6,7 +6,8 @@
     keep = ranked_keep(s.layers["conv2"].scores, ratio=0.25, round_to=8)
 
 Criteria compute on numpy arrays; only kernel and activation extraction is per framework (`kernels.py`,
-`activation.py`). Criteria: "l1", "l2", "passive" (data-free), "activation_l1" (data-driven).
+`activation.py`). Criteria: "l1", "l2", "passive" (data-free), "activation_l1", "cmc_asp" (data-driven; cmc_asp
+for two-input air + bone models).
 """
 
 from edgeprune.scoring.base import LayerScores, Scores, ranked_keep

@@ -33,7 +33,7 @@ class ActivationMeans:
 def activation_l1_means(model: Any, inputs: np.ndarray | Sequence[np.ndarray], layers: list[str] | None,
                         input_mask: Sequence[bool] | None = None, *, channel_dim: int | None = None,
                         output_index: int = 0, batch_size: int = 32, max_batches: int | None = None,
-                        features: bool | None = None) -> ActivationMeans:
+                        features: bool | None = None, activation: str | None = None) -> ActivationMeans:
     """Mean per-channel L1 norm of each layer's output over `inputs`.
 
     inputs: one array (N first) or a tuple/list of arrays for a multi-input model (torch: model(*inputs);
@@ -45,8 +45,12 @@ def activation_l1_means(model: Any, inputs: np.ndarray | Sequence[np.ndarray], l
     channel_dim: the channel axis of the layer output (default 1 for torch, -1 for Keras; use -1 for torch
         [B, T, C] outputs such as Linear or LSTM). output_index picks the element of a tuple output.
     max_batches: stop after this many batches (the first ones, in order).
+    activation: "relu" applies max(0, .) to the layer output before the norm (reading a BatchNorm's output as the
+        ReLU after it would give it).
     A layer that runs more than once per forward is refused: its statistics would be over-counted.
     """
+    if activation not in (None, "relu"):
+        raise EdgepruneError(f"activation {activation!r}: expected None or 'relu'")
     fw = framework_of(model)
     names = resolve_layers(model, layers, conv_only=False)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -80,7 +84,7 @@ def activation_l1_means(model: Any, inputs: np.ndarray | Sequence[np.ndarray], l
             yield batch
 
     run = _run_torch if fw == "torch" else _run_keras
-    sums, count = run(model, names, batches(), cd, output_index)
+    sums, count = run(model, names, batches(), cd, output_index, activation == "relu")
     return ActivationMeans({k: sums[k] / count for k in names}, count, len(starts), cd)
 
 
@@ -149,7 +153,7 @@ def _accumulate(sums: dict[str, np.ndarray], name: str, l1: np.ndarray) -> None:
     sums[name] = sums.get(name, 0) + total
 
 
-def _run_torch(model: Any, names: list[str], batches: Any, cd: int, output_index: int):
+def _run_torch(model: Any, names: list[str], batches: Any, cd: int, output_index: int, relu: bool = False):
     import torch
 
     modules = named_layers(model)
@@ -167,6 +171,8 @@ def _run_torch(model: Any, names: list[str], batches: Any, cd: int, output_index
                     f"layer '{name}': channel_dim {cd} is not a channel axis of its output {tuple(o.shape)}"
                 )
             o = o.detach().movedim(cd, 1)
+            if relu:
+                o = o.clamp_min(0)
             current[name] = o.reshape(o.shape[0], o.shape[1], -1).abs().sum(-1, dtype=torch.float64).cpu().numpy()
         return fn
 
@@ -195,7 +201,7 @@ def _run_torch(model: Any, names: list[str], batches: Any, cd: int, output_index
     return sums, count
 
 
-def _run_keras(model: Any, names: list[str], batches: Any, cd: int, output_index: int):
+def _run_keras(model: Any, names: list[str], batches: Any, cd: int, output_index: int, relu: bool = False):
     import keras
 
     if not getattr(model, "inputs", None):
@@ -223,7 +229,8 @@ def _run_keras(model: Any, names: list[str], batches: Any, cd: int, output_index
         res = sub(args, training=False)
         res = res if isinstance(res, (list, tuple)) else [res]
         for n, o in zip(names, res):
-            _accumulate(sums, n, _per_sample_l1_np(np.asarray(o), cd, n))
+            o = np.asarray(o)
+            _accumulate(sums, n, _per_sample_l1_np(np.maximum(o, 0) if relu else o, cd, n))
         count += len(batch[0])
     return sums, count
 

@@ -125,4 +125,4 @@ def _model_name(model: Any, framework: str) -> str:
 
 def _load_builtin() -> None:
     # Importing the criterion modules runs their @register_criterion decorators.
-    from edgeprune.scoring import activation, magnitude, passive  # noqa: F401
+    from edgeprune.scoring import activation, cmc_asp, magnitude, passive  # noqa: F401
