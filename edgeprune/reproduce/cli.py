@@ -1,4 +1,4 @@
-"""`edgeprune reproduce dcase-table ...`"""
+"""`edgeprune reproduce dcase-table | speech-models | cmc-asp ...`"""
 
 from __future__ import annotations
 
@@ -7,25 +7,32 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 
-JOBS = ("dcase-table", "speech-models")
+JOBS = ("dcase-table", "speech-models", "cmc-asp")
 
 
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("reproduce", help="reproduce a published table end to end (resumable)")
     p.add_argument("job", choices=JOBS, help="dcase-table: the DCASE 2021 1a passive-pruning quantization table; "
                                              "speech-models: the reference speech models trained and evaluated "
-                                             "(uses --profile, --seed, --work, --out, --force)")
+                                             "(uses --profile, --seed, --work, --out, --force); cmc-asp: CMC-ASP "
+                                             "against other criteria on se-crn at the same MAC reductions")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (default; the table says so) or a folder of DCASE 2021 1a features (X_/Y_ npy)")
     p.add_argument("--profile", default="quick", help="tiny | quick | full (data size and epochs; default quick)")
-    p.add_argument("--devices", default="desktop", help="comma-separated benchmark targets (default desktop)")
+    p.add_argument("--devices", help="comma-separated benchmark targets (default: dcase-table desktop; cmc-asp "
+                                     "desktop,rpi4-emulated)")
     p.add_argument("--checkpoint", help="start from this trained baseline instead of training one")
-    p.add_argument("--framework", default="keras", choices=["keras", "torch"],
-                   help="twin to prune and convert (default keras: the seed's framework and TFLiteConverter)")
+    p.add_argument("--framework", choices=["keras", "torch"],
+                   help="twin to prune and convert (default: dcase-table keras, the seed's framework and "
+                        "TFLiteConverter; cmc-asp torch)")
+    p.add_argument("--fusion", choices=["early", "dual"], default="dual", help="cmc-asp: se-crn's fusion (default dual)")
     p.add_argument("--finetune-epochs", type=int,
-                   help="fine-tuning epochs (default: tiny 1, quick 3, full 10; the seed used 30)")
-    p.add_argument("--calib", type=int, default=200, help="calibration clips for full-integer int8 (default 200)")
-    p.add_argument("--bench-runs", type=int, default=30, help="timed runs per artifact (default 30)")
+                   help="fine-tuning epochs (default: dcase-table tiny 1, quick 3, full 10, the seed used 30; "
+                        "cmc-asp tiny 1, quick 10, full 20)")
+    p.add_argument("--calib", type=int,
+                   help="dcase-table: calibration clips for full-integer int8 (default 200); cmc-asp: scoring "
+                        "samples for the data-driven criteria (default 64)")
+    p.add_argument("--bench-runs", type=int, help="timed runs per artifact (default 30; cmc-asp tiny 3)")
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
                    help="export parity gate, as for `edgeprune export`")
     p.add_argument("--seed", type=int, default=0)
@@ -42,12 +49,31 @@ def settings_from_args(args: argparse.Namespace):
     from edgeprune.export.cli import _thresholds
     from edgeprune.reproduce.dcase_table import Settings
 
-    if args.bench_runs < 1:
+    if args.bench_runs is not None and args.bench_runs < 1:
         raise EdgepruneError(f"--bench-runs {args.bench_runs}: must be at least 1")
-    return Settings(data=args.data, profile=args.profile, framework=args.framework, checkpoint=args.checkpoint,
-                    seed=args.seed, calib=args.calib, finetune_epochs=args.finetune_epochs,
-                    devices=[d.strip() for d in args.devices.split(",") if d.strip()],
-                    bench_runs=args.bench_runs, thresholds=_thresholds(args.threshold))
+    return Settings(data=args.data, profile=args.profile, framework=args.framework or "keras",
+                    checkpoint=args.checkpoint, seed=args.seed, calib=200 if args.calib is None else args.calib,
+                    finetune_epochs=args.finetune_epochs, devices=_devices(args.devices or "desktop"),
+                    bench_runs=30 if args.bench_runs is None else args.bench_runs,
+                    thresholds=_thresholds(args.threshold))
+
+
+def _devices(text: str) -> list[str]:
+    return [d.strip() for d in text.split(",") if d.strip()]
+
+
+def cmc_settings_from_args(args: argparse.Namespace):
+    """The cmc-asp job's Settings from parsed arguments."""
+    from edgeprune.reproduce.cmc_asp import Settings
+
+    if args.bench_runs is not None and args.bench_runs < 1:
+        raise EdgepruneError(f"--bench-runs {args.bench_runs}: must be at least 1")
+    if args.data != "synthetic":
+        raise EdgepruneError("cmc-asp runs on the synthetic air + bone speech; --data is for dcase-table")
+    extra = {"devices": _devices(args.devices)} if args.devices else {}
+    return Settings(profile=args.profile, framework=args.framework or "torch", fusion=args.fusion,
+                    checkpoint=args.checkpoint, seed=args.seed, calib=64 if args.calib is None else args.calib,
+                    finetune_epochs=args.finetune_epochs, bench_runs=args.bench_runs, **extra)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -56,6 +82,12 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
         speech_models.run(args.profile, Path(args.work) if args.work else None, Path(args.out) if args.out else None,
                           force=args.force, seed=args.seed)
+        return
+    if args.job == "cmc-asp":
+        from edgeprune.reproduce import cmc_asp
+
+        cmc_asp.run(cmc_settings_from_args(args), Path(args.work) if args.work else None,
+                    Path(args.out) if args.out else None, force=args.force)
         return
     from edgeprune.reproduce.dcase_table import default_work, run
 

@@ -12,10 +12,8 @@ Accuracy per precision is the exporter's: each .tflite run in LiteRT, one clip a
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +25,8 @@ from edgeprune import checkpoint
 from edgeprune.data.datasets import sample_indices
 from edgeprune.errors import EdgepruneError
 from edgeprune.reproduce.seed_table import LAYERS, ROWS
+from edgeprune.reproduce.shared import bench as shared_bench
+from edgeprune.reproduce.shared import check_devices
 from edgeprune.reproduce.steps import StepLog
 
 MODEL = "dcase2021_baseline"
@@ -85,7 +85,7 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
         raise EdgepruneError(f"--finetune-epochs {settings.finetune_epochs}: must be at least 1")
     if settings.calib < 1:
         raise EdgepruneError(f"--calib {settings.calib}: must be at least 1")
-    _check_devices(settings.devices)
+    check_devices(settings.devices)
     if settings.checkpoint is not None:
         _check_baseline(Path(settings.checkpoint))
     work = Path(work)
@@ -134,8 +134,8 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
     for device in sorted(settings.devices, key=lambda d: d != "desktop"):
         stem = work / "bench" / device
         bench[device] = steps.run(f"benchmark on {device}",
-                                  lambda: _bench(device, [work / "export" / n for n in models], data, settings, stem,
-                                                 progress),
+                                  lambda: shared_bench(device, [work / "export" / n for n in models], data["test"],
+                                                       stem, settings.bench_runs, EMULATED_CLIPS, progress),
                                   outputs=(stem.with_suffix(".json"),))
 
     doc = dcase_results.build(settings, data.info, baseline, kept, recovery, exports, bench, steps.seconds(),
@@ -237,57 +237,3 @@ def _export(path: Path, bundle: Path, calib: np.ndarray, data, settings: Setting
                                            "accuracy": a["parity"]["accuracy"], "top1_agreement": a["parity"]["top1_agreement"],
                                            "cosine": a["parity"]["cosine"], "transpose_ops": a["transpose_ops"]}
                           for a in manifest["artifacts"]}}
-
-
-def _check_devices(devices: list[str]) -> None:
-    """Every name must be a known target (desktop, BOARD, BOARD-emulated, ssh://...); checked before any work."""
-    from edgeprune.bench import load_devices
-
-    dev = load_devices()
-    if not devices:
-        raise EdgepruneError(f"--devices: none given; expected some of {', '.join(dev.device_names())}")
-    for name in devices:
-        try:
-            dev.make_runner(name)
-        except dev.DeviceError as exc:
-            raise EdgepruneError(f"--devices {name}: {exc}") from None
-
-
-def _bench(device: str, bundles: list[Path], data, settings: Settings, stem: Path, progress: bool) -> dict[str, Any]:
-    """Every artifact on one target through devices/ (the benchmark suite, a fresh process per model): latency at
-    1 thread with XNNPACK, accuracy and saved outputs. An emulated board runs the profile's few clips and is
-    compared with the desktop run's outputs; its timings are never reported as latency."""
-    from edgeprune.bench import load_devices
-
-    dev = load_devices()
-    runner = dev.make_runner(device, log=(lambda m: print(m, flush=True)) if progress else (lambda m: None))
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgeprune-table-") as tmp:
-        from edgeprune.data.datasets import save_test_data
-
-        test_data = save_test_data(Path(tmp) / "test.npz", data["test"])
-        emulated = device.endswith("-emulated")
-        # emulation is hundreds of times slower: 8 clips and one timed run per artifact check the arithmetic
-        options = dev.RunOptions(out=stem, threads=(1,), xnnpack="on", subset=EMULATED_CLIPS if emulated else 0,
-                                 runs=1 if emulated else settings.bench_runs,
-                                 min_seconds=None if emulated else 0.5, warmup_seconds=None if emulated else 0.2)
-        try:
-            path = runner.run(bundles, test_data, None, options)
-        except dev.DeviceError as exc:
-            raise EdgepruneError(f"benchmark on {device}: {exc}") from None
-    doc = json.loads(path.read_text())
-    results = {}
-    for r in doc["results"]:
-        lat = r.get("latency") or {}
-        results[f"{Path(r['file']).parent.name}/{Path(r['file']).name}"] = {
-            "ok": bool(r.get("ok")), "median_ms": None if doc.get("emulated") else lat.get("median_ms"),
-            "p90_ms": None if doc.get("emulated") else lat.get("p90_ms"),
-            "accuracy": (r.get("metrics") or {}).get("accuracy"), "error": r.get("error")}
-    reference = stem.parent / "desktop.json"
-    agreement = None
-    if doc.get("emulated") and reference.exists():
-        agreement = {row["model"].split(" ")[0]: {k: row.get(k) for k in ("ok", "why", "clips", "max_abs_diff",
-                                                                          "max_steps")}
-                     for row in dev.compare_outputs(path, reference)}
-    return {"device": device, "emulated": bool(doc.get("emulated")), "fingerprint": doc.get("device"),
-            "results": results, "agreement": agreement, "file": str(path)}

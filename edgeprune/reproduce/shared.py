@@ -1,0 +1,64 @@
+"""Steps the reproduce jobs share: checking device names before any work, and benchmarking bundles on one target
+through devices/ (the suite in a fresh process per model), an emulated board checked against the desktop run."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgeprune.data.datasets import Split, save_test_data
+from edgeprune.errors import EdgepruneError
+
+
+def check_devices(devices: list[str]) -> None:
+    """Every name must be a known target (desktop, BOARD, BOARD-emulated, ssh://...); checked before any work."""
+    from edgeprune.bench import load_devices
+
+    dev = load_devices()
+    if not devices:
+        raise EdgepruneError(f"--devices: none given; expected some of {', '.join(dev.device_names())}")
+    for name in devices:
+        try:
+            dev.make_runner(name)
+        except dev.DeviceError as exc:
+            raise EdgepruneError(f"--devices {name}: {exc}") from None
+
+
+def bench(device: str, targets: list[Path], test: Split, stem: Path, runs: int, emulated_clips: int,
+          progress: bool) -> dict[str, Any]:
+    """Every model of `targets` (bundles or files) on one target: latency at 1 thread with XNNPACK, the task's
+    metrics and saved outputs. An emulated board runs `emulated_clips` samples and one timed run per model, and is
+    compared with the desktop run's outputs (STEM's sibling desktop.json); its timings are never latency."""
+    from edgeprune.bench import load_devices
+
+    dev = load_devices()
+    runner = dev.make_runner(device, log=(lambda m: print(m, flush=True)) if progress else (lambda m: None))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    emulated = device.endswith("-emulated")
+    with tempfile.TemporaryDirectory(prefix="edgeprune-reproduce-") as tmp:
+        test_data = save_test_data(Path(tmp) / "test.npz", test)
+        options = dev.RunOptions(out=stem, threads=(1,), xnnpack="on", subset=emulated_clips if emulated else 0,
+                                 runs=1 if emulated else runs, min_seconds=None if emulated else 0.5,
+                                 warmup_seconds=None if emulated else 0.2)
+        try:
+            path = runner.run(targets, test_data, None, options)
+        except dev.DeviceError as exc:
+            raise EdgepruneError(f"benchmark on {device}: {exc}") from None
+    doc = json.loads(path.read_text())
+    results = {}
+    for r in doc["results"]:
+        lat = r.get("latency") or {}
+        results[f"{Path(r['file']).parent.name}/{Path(r['file']).name}"] = {
+            "ok": bool(r.get("ok")), "median_ms": None if doc.get("emulated") else lat.get("median_ms"),
+            "p90_ms": None if doc.get("emulated") else lat.get("p90_ms"), "metrics": r.get("metrics") or {},
+            "accuracy": (r.get("metrics") or {}).get("accuracy"), "error": r.get("error")}
+    reference = stem.parent / "desktop.json"
+    agreement = None
+    if doc.get("emulated") and reference.exists():
+        agreement = {row["model"].split(" ")[0]: {k: row.get(k) for k in ("ok", "why", "clips", "max_abs_diff",
+                                                                          "max_steps")}
+                     for row in dev.compare_outputs(path, reference)}
+    return {"device": device, "emulated": bool(doc.get("emulated")), "fingerprint": doc.get("device"),
+            "results": results, "agreement": agreement, "file": str(path)}
