@@ -225,7 +225,8 @@ def _evaluate(path: Path, data: Dataset, framework: str, drops: tuple[str, ...] 
 
 
 def _scoring_cost(parent: Path, calib, settings: Settings) -> dict[str, Any]:
-    """cmc_asp's time against three plain inference passes over the same samples (what its hooks add)."""
+    """cmc_asp's time against three plain inference passes over the same samples (what its hooks add), measured in
+    alternation, median of nine."""
     from edgeprune.frameworks import get_adapter
     from edgeprune.models.inference import model_inputs
     from edgeprune.pruning.run import score_checkpoint
@@ -234,7 +235,7 @@ def _scoring_cost(parent: Path, calib, settings: Settings) -> dict[str, Any]:
     arrays = model_inputs(ckpt.arch, ckpt.framework, calib.inputs)
     adapter = get_adapter(ckpt.framework)
     plain, scored = [], []
-    for _ in range(5):  # alternating, median of five
+    for _ in range(9):  # alternating, median of nine
         t = time.perf_counter()
         for _ in range(3):
             adapter.forward(ckpt.model, arrays, batch_size=32)
