@@ -133,3 +133,30 @@ def test_se_crn_twins_score_alike_and_prune_by_cmc_asp(read):
     # one ranking over every group's channels: half of them go, wherever the lowest scores are
     assert sum(len(result.keep[g.name]) for g in plan.groups) == total - total // 2
     assert len({len(result.keep[g.name]) for g in plan.groups}) > 1
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+@pytest.mark.parametrize("fusion", ["early", "dual"])
+def test_se_crn_pruned_by_cmc_asp_to_a_ratio_and_a_budget_then_distilled(framework, fusion, tmp_path):
+    """Both fusion variants in both frameworks: cmc_asp scores, a per-layer ratio and a MAC budget prune, and one
+    fine-tuning epoch distilled from the unpruned parent's masks (MSE) recovers without error."""
+    from edgeprune import checkpoint
+    from edgeprune.pruning.run import calibration_set, finetune_checkpoint, prune_checkpoint, score_checkpoint
+    from edgeprune.pruning.targets import Target
+    from edgeprune.training import run
+    from edgeprune.training.profiles import get_profile
+
+    data = run.data_for("synthetic", get_profile("tiny"), progress=False, task="enhancement")
+    run.train("se-crn", framework, data, get_profile("tiny"), tmp_path / "parent", progress=False,
+              args={"fusion": fusion, "channels": 16})
+    parent = checkpoint.load(tmp_path / "parent")
+    scores = score_checkpoint(parent, "cmc_asp", None, calibration_set(data, 16))
+    assert scores.record["options"]["read"] == "conv" and "mask" in scores.layers
+    by_ratio = prune_checkpoint(parent, Target(ratio=0.25), scores, tmp_path / "ratio")
+    by_budget = prune_checkpoint(parent, Target(budget=("macs", 0.6)), scores, tmp_path / "budget")
+    assert "mask" not in by_ratio.keep and by_budget.groups  # the output conv stays; coupled trunks share
+    record = checkpoint.load(tmp_path / "budget").transforms[-1].record
+    assert abs(record["macs"] / record["parent"]["macs"] - 0.6) <= 0.01
+    summary = finetune_checkpoint(checkpoint.load(tmp_path / "budget"), data, get_profile("tiny"), tmp_path / "ft",
+                                  teacher=parent, progress=False)
+    assert summary["distillation"]["teacher"] == str(parent.path) and np.isfinite(summary["validation"]["si_sdri"])
