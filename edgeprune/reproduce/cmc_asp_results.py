@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.fileio import atomic_path, write_json, write_text
 from edgeprune.machine import machine_description
+from edgeprune.results import save_png, write_stem
 from edgeprune.tables import markdown_table
 
 CRITERIA = ("cmc_asp", "l1", "activation_l1", "random")
@@ -189,15 +189,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle(doc["title"], fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path, force=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def write(doc: dict[str, Any], stem: Path) -> None:
-    stem = Path(stem)
-    write_json(stem.with_name(stem.name + ".json"), doc, force=True)
-    write_text(stem.with_name(stem.name + ".md"), markdown(doc), force=True)
-    write_text(stem.with_name(stem.name + ".csv"), csv_text(doc), force=True)
-    plot(doc, stem.with_name(stem.name + ".png"))
+    """STEM.json, STEM.md, STEM.csv and STEM.png, each written atomically."""
+    write_stem(stem, doc, markdown(doc), csv_text(doc), plot)

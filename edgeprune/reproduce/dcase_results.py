@@ -8,9 +8,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from edgeprune.fileio import atomic_path, write_json
 from edgeprune.reproduce.seed_table import (FULL_WIDTH, LAYERS, ROWS, SEED, SEED_BASELINE, relations, seed_counts,
                                             size_comparison)
+from edgeprune.results import save_png, write_stem
 from edgeprune.tables import markdown_table
 from edgeprune.machine import machine_description
 
@@ -233,17 +233,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     if devices:
         ax.legend(fontsize=7)
     fig.suptitle(doc["title"], fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path, force=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def write(doc: dict[str, Any], stem: Path) -> None:
     """STEM.json, STEM.md, STEM.csv and STEM.png, each written atomically."""
-    stem = Path(stem)
-    write_json(stem.with_name(stem.name + ".json"), doc, force=True)
-    for suffix, text in ((".md", markdown(doc)), (".csv", csv_text(doc))):
-        with atomic_path(stem.with_name(stem.name + suffix), force=True) as tmp:
-            tmp.write_text(text)
-    plot(doc, stem.with_name(stem.name + ".png"))
+    write_stem(stem, doc, markdown(doc), csv_text(doc), plot)
