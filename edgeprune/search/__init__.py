@@ -1,0 +1,1 @@
+"""Choosing a set from scores under a constraint."""
