@@ -216,4 +216,4 @@ def _build_user(spec: dict[str, Any], framework: str) -> Any:
 def _load_builtin() -> None:
     # Importing the model modules runs their registrations; frameworks are imported lazily inside the builders.
     from edgeprune.models import dcase_baseline  # noqa: F401
-    from edgeprune.models import resnet_kws, se_crn, speech_encoder  # noqa: F401
+    from edgeprune.models import hf_encoder, resnet_kws, se_crn, speech_encoder  # noqa: F401

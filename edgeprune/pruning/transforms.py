@@ -5,8 +5,9 @@ loading replays it, so any compressed model loads without pickling a module.
     {"kind": "channels", "params": {"keep": {"conv1": [0, 3, ...]}},
      "record": {"criterion": "passive", "scores": {"file": "scores_1.json", "sha256": ...}, "target": ..., ...}}
 
-Kinds today: "channels" (keep-lists of output channels, structured surgery in either framework). Layer drops,
-head and FFN-row keep-lists, low-rank factors, sparsity masks and block removals register here as they come.
+Kinds today: "channels" (keep-lists of output channels, structured surgery in either framework) and "layers"
+(1-based encoder layers to drop, PyTorch transformer encoders; `pruning.layer_surgery`). Head and FFN-row
+keep-lists, low-rank factors, sparsity masks and block removals register here as they come.
 """
 
 from __future__ import annotations
@@ -68,5 +69,5 @@ def replay(model: Any, framework: str, arch: dict[str, Any], transforms: list[Tr
 
 
 def _load_builtin() -> None:
-    # Importing the surgery front end registers the built-in kinds.
-    from edgeprune.pruning import api  # noqa: F401
+    # Importing the surgery modules registers the built-in kinds.
+    from edgeprune.pruning import api, layer_surgery  # noqa: F401
