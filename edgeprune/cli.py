@@ -242,6 +242,34 @@ def cmd_prune(args: argparse.Namespace) -> None:
           f"{total('macs_after'):,}; wrote {out} (table in {out / 'pruning.json'})")
 
 
+def cmd_prune_layers(args: argparse.Namespace) -> None:
+    from edgeprune import checkpoint
+    from edgeprune.data.datasets import sample_indices
+    from edgeprune.fileio import refuse_overwrite
+    from edgeprune.pruning.layer_run import save_layer_drop, search_layers
+    from edgeprune.tables import markdown_table
+    from edgeprune.training import run
+    from edgeprune.training.profiles import get_profile
+
+    out = Path(args.out)
+    refuse_overwrite(out, args.force)
+    if args.calib < 1:
+        raise EdgepruneError(f"--calib {args.calib}: the number of calibration samples must be positive")
+    ckpt = checkpoint.load(Path(args.checkpoint), framework="torch")
+    data = run.data_for(args.data, get_profile(args.profile), task=ckpt.task)
+    calib = data["train"].take(sample_indices(data["train"], args.calib, args.seed))
+    found = search_layers(ckpt, args.measure, args.remove, calib, None if args.no_verify else data["validation"],
+                          mode=args.search, beam=args.beam, top=args.top, seed=args.seed)
+    metric = found.get("metric")
+    rows = [{"removed": ", ".join(map(str, c["removed"])), "score": round(c["score"], 4),
+             **({f"validation_{metric}": round(c[metric], 4)} if metric else {})} for c in found["candidates"]]
+    print(markdown_table(rows, list(rows[0])))
+    save_layer_drop(ckpt, found["removed"], out, {"criterion": "comflp", "measure": args.measure,
+                                                  "search": args.search}, force=args.force, search=found)
+    print(f"removed layers {found['removed']} ({args.measure}; matrix {found['states_s'] + found['measure_s']:.1f} s, "
+          f"search {found['search_s']:.2f} s, verify {found['verify_s']:.1f} s); wrote {out}")
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
     from edgeprune import checkpoint
     from edgeprune.fileio import refuse_overwrite
@@ -346,6 +374,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="pruned checkpoint folder")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("prune-layers", help="remove whole transformer layers (CoMFLP): search the K layers on a "
+                                            "layer-to-layer correlation matrix, verify the top candidates with the "
+                                            "task metric on the validation split, remove the best for real")
+    p.add_argument("checkpoint")
+    p.add_argument("--remove", type=int, required=True, metavar="K", help="layers to remove")
+    p.add_argument("--measure", default="svcca-U", help="svcca-U | svcca-T | dc | cka | bi (default svcca-U)")
+    p.add_argument("--search", default="beam", choices=["beam", "exhaustive", "greedy", "random"])
+    p.add_argument("--beam", type=int, default=10, help="beam width (default 10)")
+    p.add_argument("--top", type=int, default=10, help="candidates verified on the validation split (default 10)")
+    p.add_argument("--no-verify", action="store_true", help="take the matrix's best set without evaluating any")
+    _add_data_args(p)
+    p.add_argument("--calib", type=int, default=256, help="calibration samples for the hidden states (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="pruned checkpoint folder")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_prune_layers)
 
     p = sub.add_parser("finetune", help="recover accuracy of a pruned checkpoint (optionally with distillation)")
     p.add_argument("checkpoint")

@@ -1,4 +1,4 @@
-"""`edgeprune reproduce dcase-table | speech-models | cmc-asp ...`"""
+"""`edgeprune reproduce dcase-table | speech-models | cmc-asp | comflp ...`"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 
-JOBS = ("dcase-table", "speech-models", "cmc-asp")
+JOBS = ("dcase-table", "speech-models", "cmc-asp", "comflp")
 
 
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
@@ -15,7 +15,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("job", choices=JOBS, help="dcase-table: the DCASE 2021 1a passive-pruning quantization table; "
                                              "speech-models: the reference speech models trained and evaluated "
                                              "(uses --profile, --seed, --work, --out, --force); cmc-asp: CMC-ASP "
-                                             "against other criteria on se-crn at the same MAC reductions")
+                                             "against other criteria on se-crn at the same MAC reductions; "
+                                             "comflp: correlation-based layer-pruning search on speech-encoder "
+                                             "against metric-greedy")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (default; the table says so) or a folder of DCASE 2021 1a features (X_/Y_ npy)")
     p.add_argument("--profile", default="quick", help="tiny | quick | full (data size and epochs; default quick)")
@@ -32,6 +34,12 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--calib", type=int,
                    help="dcase-table: calibration clips for full-integer int8 (default 200); cmc-asp: scoring "
                         "samples for the data-driven criteria (default 64)")
+    p.add_argument("--layers", type=int, help="comflp: layers of the parent it trains (default 12; tiny 4)")
+    p.add_argument("--remove", help="comflp: layer counts K to remove, e.g. 6,4 (default 6,4; tiny 2); the first "
+                                    "is exported")
+    p.add_argument("--measures", help="comflp: layer measures, some of svcca-U,svcca-T,dc,cka,bi (default all)")
+    p.add_argument("--distill", action="store_true",
+                   help="comflp: fine-tune with distillation from the parent's outputs")
     p.add_argument("--bench-runs", type=int, help="timed runs per artifact (default 30; cmc-asp tiny 3)")
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
                    help="export parity gate, as for `edgeprune export`")
@@ -76,7 +84,38 @@ def cmc_settings_from_args(args: argparse.Namespace):
                     finetune_epochs=args.finetune_epochs, bench_runs=args.bench_runs, **extra)
 
 
+def comflp_settings_from_args(args: argparse.Namespace):
+    """The comflp job's Settings from parsed arguments."""
+    from edgeprune.reproduce.comflp import Settings
+
+    if args.bench_runs is not None and args.bench_runs < 1:
+        raise EdgepruneError(f"--bench-runs {args.bench_runs}: must be at least 1")
+    if args.data != "synthetic":
+        raise EdgepruneError("comflp runs on the synthetic phones speech; --data is for dcase-table")
+    if args.framework == "keras":
+        raise EdgepruneError("comflp prunes the PyTorch speech-encoder; --framework keras is not available")
+    extra: dict = {}
+    if args.devices:
+        extra["devices"] = _devices(args.devices)
+    if args.remove:
+        try:
+            extra["remove"] = [int(v) for v in args.remove.split(",") if v.strip()]
+        except ValueError:
+            raise EdgepruneError(f"--remove {args.remove}: expected comma-separated layer counts, e.g. 6,4") from None
+    if args.measures:
+        extra["measures"] = _devices(args.measures)
+    return Settings(profile=args.profile, checkpoint=args.checkpoint, seed=args.seed, layers=args.layers,
+                    calib=args.calib, finetune_epochs=args.finetune_epochs, distill=args.distill,
+                    bench_runs=args.bench_runs, **extra)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    if args.job == "comflp":
+        from edgeprune.reproduce import comflp
+
+        comflp.run(comflp_settings_from_args(args), Path(args.work) if args.work else None,
+                   Path(args.out) if args.out else None, force=args.force)
+        return
     if args.job == "speech-models":
         from edgeprune.reproduce import speech_models
 
