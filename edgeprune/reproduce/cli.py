@@ -1,4 +1,4 @@
-"""`edgeprune reproduce dcase-table | speech-models | cmc-asp | comflp ...`"""
+"""`edgeprune reproduce dcase-table | speech-models | cmc-asp | comflp | ssl-compression ...`"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 
-JOBS = ("dcase-table", "speech-models", "cmc-asp", "comflp")
+JOBS = ("dcase-table", "speech-models", "cmc-asp", "comflp", "ssl-compression")
 
 
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,7 +17,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
                                              "(uses --profile, --seed, --work, --out, --force); cmc-asp: CMC-ASP "
                                              "against other criteria on se-crn at the same MAC reductions; "
                                              "comflp: correlation-based layer-pruning search on speech-encoder "
-                                             "against metric-greedy")
+                                             "against metric-greedy; ssl-compression: MelHuBERT-style "
+                                             "pre-training, then weight, head, FFN-row, low-rank and distillation "
+                                             "compression, probed, exported and timed")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (default; the table says so) or a folder of DCASE 2021 1a features (X_/Y_ npy)")
     p.add_argument("--profile", default="quick", help="tiny | quick | full (data size and epochs; default quick)")
@@ -40,6 +42,8 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--measures", help="comflp: layer measures, some of svcca-U,svcca-T,dc,cka,bi (default all)")
     p.add_argument("--distill", action="store_true",
                    help="comflp: fine-tune with distillation from the parent's outputs")
+    p.add_argument("--loss-type", choices=["masked", "nomasked"], default="masked",
+                   help="ssl-compression: pre-training input masking (default masked)")
     p.add_argument("--bench-runs", type=int, help="timed runs per artifact (default 30; cmc-asp tiny 3)")
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
                    help="export parity gate, as for `edgeprune export`")
@@ -110,6 +114,15 @@ def comflp_settings_from_args(args: argparse.Namespace):
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    if args.job == "ssl-compression":
+        from edgeprune.reproduce import ssl_compression
+
+        if args.data != "synthetic":
+            raise EdgepruneError("ssl-compression runs on the synthetic speech; --data is for dcase-table")
+        ssl_compression.run(ssl_compression.Settings(profile=args.profile, seed=args.seed, loss_type=args.loss_type),
+                            Path(args.work) if args.work else None, Path(args.out) if args.out else None,
+                            force=args.force)
+        return
     if args.job == "comflp":
         from edgeprune.reproduce import comflp
 
