@@ -164,3 +164,19 @@ def test_a_layer_dropped_hubert_exports_to_onnx_and_tflite(tmp_path):
     onnx_file = next(a["file"] for a in manifest["artifacts"] if a["format"] == "onnx" and a["precision"] == "fp32")
     ops = {node.op_type for node in onnx.load(str(tmp_path / "out" / "ck" / onnx_file)).graph.node}
     assert not ops & {"Erf", "Gelu", "IsNaN", "Where", "Attention"}, ops
+
+
+def test_a_speech_encoder_exports_at_float32_alone(tmp_path):
+    """onnx2tf's SavedModel step rejects the positional conv's tensor name when only float32 is asked for, and
+    advises signature defs: the exporter converts once more with them instead of failing."""
+    from edgeprune.export import export
+
+    arch, model = _tiny("speech-encoder")
+    checkpoint.save(tmp_path / "ck", model, "torch", arch, classes=None)
+    feature = task_of(arch).inputs[0]
+    rng = np.random.default_rng(3)
+    calib, test = (rng.standard_normal((n, *feature.shape)).astype(np.float32) for n in (8, 8))
+    manifest = export(tmp_path / "ck", tmp_path / "out", formats="tflite", quant="fp32", calib=calib, eval_x=test,
+                      progress=False)
+    (art,) = manifest["artifacts"]
+    assert art["passed"] and art["parity"]["cosine"] >= 0.9999

@@ -149,7 +149,14 @@ def onnx_to_tflite(onnx_path: Path, out_dir: Path, samples: dict[str, np.ndarray
     if "int8" in quants:
         kwargs.update(output_integer_quantized_tflite=True, input_quant_dtype="int8", output_quant_dtype="int8")
     _image_samples(samples, work)
-    rc, log = _run_onnx2tf(kwargs, capture=not progress, cwd=work)
+    rc, log = _run_onnx2tf(kwargs, capture=True, cwd=work)
+    if rc > 0 and "-osd" in log and not kwargs.get("output_signaturedefs"):
+        # Its SavedModel step rejects some tensor names (a transformer's "/encoder/pos_conv/Conv/kernel" when only
+        # float32 is asked for) and advises signature defs (-osd): convert once more with them
+        kwargs["output_signaturedefs"] = True
+        rc, log = _run_onnx2tf(kwargs, capture=True, cwd=work)
+    if progress and log:
+        print(log, end="" if log.endswith("\n") else "\n", flush=True)
     if rc < 0:  # killed by a signal: TensorFlow crashed inside onnx2tf
         done = [q for q in ("fp32", "fp16", "dynamic") if (work / f"{src.stem}{ONNX2TF_FILES[q]}").is_file()]
         recurrent = _recurrent_ops(src)
