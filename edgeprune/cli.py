@@ -247,6 +247,8 @@ def cmd_prune_layers(args: argparse.Namespace) -> None:
     from edgeprune.data.datasets import sample_indices
     from edgeprune.fileio import refuse_overwrite
     from edgeprune.pruning.layer_run import save_layer_drop, search_layers
+    from edgeprune.pruning.layer_surgery import encoder_layers
+    from edgeprune.scoring.layer_states import parse_measure
     from edgeprune.tables import markdown_table
     from edgeprune.training import run
     from edgeprune.training.profiles import get_profile
@@ -255,7 +257,14 @@ def cmd_prune_layers(args: argparse.Namespace) -> None:
     refuse_overwrite(out, args.force)
     if args.calib < 1:
         raise EdgepruneError(f"--calib {args.calib}: the number of calibration samples must be positive")
+    parse_measure(args.measure)
     ckpt = checkpoint.load(Path(args.checkpoint), framework="torch")
+    n_layers = len(encoder_layers(ckpt.model))
+    if not 1 <= args.remove < n_layers:
+        raise EdgepruneError(f"--remove {args.remove}: K must be at least 1 and below the encoder's {n_layers} "
+                             "layers")
+    if min(args.beam, args.top) < 1:
+        raise EdgepruneError(f"--beam {args.beam} --top {args.top}: both must be at least 1")
     data = run.data_for(args.data, get_profile(args.profile), task=ckpt.task)
     calib = data["train"].take(sample_indices(data["train"], args.calib, args.seed))
     found = search_layers(ckpt, args.measure, args.remove, calib, None if args.no_verify else data["validation"],
@@ -386,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="candidates verified on the validation split (default 10)")
     p.add_argument("--no-verify", action="store_true", help="take the matrix's best set without evaluating any")
     _add_data_args(p)
-    p.add_argument("--calib", type=int, default=256, help="calibration samples for the hidden states (default 256)")
+    p.add_argument("--calib", type=int, default=512,
+                   help="calibration samples for the hidden states (default 512: svcca-U needs more samples than the "
+                        "directions two states keep together)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="pruned checkpoint folder")
     p.add_argument("--force", action="store_true")

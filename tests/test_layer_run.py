@@ -87,7 +87,7 @@ def test_without_verify_the_matrix_best_is_taken(parent, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--remove", "4"], "K must be at least 1 and below N"),
+    (["--remove", "4"], "--remove 4: K must be at least 1 and below the encoder's 4 layers"),
     (["--remove", "2", "--measure", "pearson"], "layer measure 'pearson'"),
     (["--remove", "2", "--calib", "4"], "svcca: 4 samples"),
 ])
@@ -98,10 +98,10 @@ def test_bad_requests_are_one_line_and_write_nothing(parent, tmp_path, args, mes
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_a_model_without_hidden_states_is_refused(tmp_path):
+def test_a_model_without_encoder_layers_is_refused(tmp_path):
     arch = arch_spec("resnet-kws")
     checkpoint.save(tmp_path / "kws", build(arch, "torch"), "torch", arch, None)
     proc = _cli("prune-layers", str(tmp_path / "kws"), "--remove", "1", "--profile", "tiny", "--calib", "8",
                 "--out", str(tmp_path / "out"))
-    assert proc.returncode == 2 and "per-layer hidden states" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "no encoder layer list" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()

@@ -180,3 +180,15 @@ def test_layer_matrix_rejects_bad_states():
         layer_matrix(clean[:1], "cka")
     with pytest.raises(EdgepruneError, match="hidden state 1 has shape"):
         layer_matrix([clean[0], clean[1][:, :5]], "cka")
+
+
+def test_svcca_refuses_a_pair_whose_subspaces_must_overlap():
+    """20 + 20 kept directions in the 29 dimensions that 30 centred samples span share at least 11: that many
+    canonical correlations would be 1 even for independent data."""
+    rng = _rng()
+    x, y = rng.standard_normal((30, 20)), rng.standard_normal((30, 20))
+    assert svd_reduce(x).shape[1] == 20 and svd_reduce(y).shape[1] == 20
+    with pytest.raises(EdgepruneError, match="at least 11 canonical correlations would be 1"):
+        svcca(x, y)
+    x, y = rng.standard_normal((400, 20)), rng.standard_normal((400, 20))
+    assert svcca(x, y) < 0.5  # enough samples: independent data are far from 1

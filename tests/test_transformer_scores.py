@@ -130,7 +130,7 @@ def test_by_whole_removes_the_globally_lowest_heads_but_never_a_layers_top_head(
     assert heads_to_remove(scores, 2, "by_whole") == {"1": [1], "2": [1, 2]}
     # layer 1's top head (0.2) and layer 3's only head (0.05) are below every other score, and both stay
     assert heads_to_remove(scores, 3, "by_whole") == {"1": [1], "2": [2]}
-    with pytest.raises(EdgepruneError, match="only 3 heads are not their layer's top head"):
+    with pytest.raises(EdgepruneError, match="only 3 heads are outside their layer's protected top 1"):
         heads_to_remove(scores, 4, "by_whole")
 
 
@@ -173,3 +173,12 @@ def test_ffn_scores_refuse_a_factorised_linear_in_one_clear_error():
     encoder_layers(model)[0].feed_forward.fc1 = torch.nn.Sequential(torch.nn.Linear(8, 2), torch.nn.Linear(2, 16))
     with pytest.raises(EdgepruneError, match="layer 1 feed-forward is a Sequential, not one linear"):
         ffn_l1(model)
+
+
+def test_by_whole_can_protect_more_than_the_top_head():
+    """With two protected heads per layer, a layer whose other heads all score lowest still keeps two."""
+    scores = {1: np.array([0.1, 0.2, 0.3, 0.4]), 2: np.array([5.0, 6.0, 7.0, 8.0])}
+    keep = heads_to_remove(scores, 2, "by_whole", protect=2)
+    assert keep == {"1": [2, 3]}
+    with pytest.raises(EdgepruneError, match="only 4 heads are outside their layer's protected top 2"):
+        heads_to_remove(scores, 5, "by_whole", protect=2)

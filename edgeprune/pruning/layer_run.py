@@ -99,7 +99,7 @@ def save_layer_drop(ckpt: checkpoint.Checkpoint, drop: list[int], out: Path, rec
             "params": after["params"], "macs": after["macs"],
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     transform = Transform("layers", {"drop": sorted(int(d) for d in drop)}, full)
-    extra = {k: v for k, v in ckpt.spec.items() if k in ("training", "finetune")}
+    extra = {k: v for k, v in ckpt.spec.items() if k == "training"}  # the parent's fine-tune no longer describes it
     return checkpoint.save(out, model, ckpt.framework, ckpt.arch, ckpt.classes,
                            transforms=[*ckpt.transforms, transform], extra=extra, force=force,
                            files={SEARCH_FILE: search} if search else None, copies=carried_files(ckpt))

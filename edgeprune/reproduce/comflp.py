@@ -47,9 +47,9 @@ class Settings:
     checkpoint: str | None = None
     seed: int = 0
     layers: int | None = None  # the parent's N when the job trains it (None: tiny 4, else 12)
-    remove: list[int] | None = None  # K values (None: tiny [2], else [6, 4]); the first is exported
-    # calibration utterances from the train split (None: tiny 16, else 512: svcca-U keeps ~170 of 192 directions
-    # per state, and CCA needs well over twice that many samples)
+    remove: list[int] | None = None  # K values (None: tiny [2], else [6, 4]); the largest is exported
+    # calibration utterances from the train split (None: tiny 60, else 512: svcca-U keeps ~170 of 192 directions
+    # per state, and two states' directions must fit in the samples' span or some correlations are 1 by force)
     calib: int | None = None
     measures: list[str] | None = None
     beam: int = 10
@@ -67,7 +67,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         tiny = self.profile == "tiny"
-        defaults = {"layers": 4 if tiny else 12, "remove": [2] if tiny else [6, 4], "calib": 16 if tiny else 512,
+        defaults = {"layers": 4 if tiny else 12, "remove": [2] if tiny else [6, 4], "calib": 60 if tiny else 512,
                     "measures": list(MEASURES), "finetune_epochs": {"tiny": 1, "quick": 3}.get(self.profile, 10),
                     "deep_layers": 6 if tiny else 24, "deep_epochs": 1 if tiny else 3,
                     "precisions": ["fp32", "int8"] if tiny else ["fp32", "fp16", "dynamic", "int8"],
@@ -80,6 +80,9 @@ class Settings:
         for name in self.measures:
             if name not in MEASURES:
                 raise EdgepruneError(f"--measures {name}: expected some of {', '.join(MEASURES)}")
+        if self.calib < 2 or self.deep_layers < 2 or min(self.beam, self.top, self.random_sets) < 1:
+            raise EdgepruneError("calibration samples and the deep encoder's layers must be at least 2; beam, top and "
+                                 "random sets at least 1")
         if not self.remove or any(k < 1 for k in self.remove):
             raise EdgepruneError(f"--remove {self.remove}: give one or more layer counts K >= 1")
 
@@ -155,7 +158,7 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
     for device in sorted(settings.devices, key=lambda d: d != "desktop"):
         stem = work / "bench" / device
         targets = [work / "export" / n / f"model_{q}.tflite" for n in ("parent", "pruned") for q in ("fp32", "int8")
-                   if q in settings.precisions]
+                   if q in settings.precisions and (work / "export" / n / f"model_{q}.tflite").exists()]
         benches[device] = steps.run(f"benchmark on {device}",
                                     lambda d=device, t=targets, st=stem: bench(d, t, data["test"], st,
                                                                                settings.bench_runs, EMULATED_CLIPS,
@@ -165,7 +168,8 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
     deep_args = {"layers": settings.deep_layers, "dim": 96 if settings.profile != "tiny" else 32,
                  "heads": 2, "ffn": 384 if settings.profile != "tiny" else 64,
                  **({"pos_kernel": 8, "pos_groups": 4} if settings.profile == "tiny" else {})}
-    deep_profile = replace(for_model(profile, MODEL), epochs=settings.deep_epochs)
+    # trained briefly: the parent's 1,000-step warm-up would outlast its few epochs
+    deep_profile = replace(base, epochs=settings.deep_epochs, warmup_steps=min(base.warmup_steps, 200))
     steps.run("train deep encoder", lambda: _train(settings.deep_layers, deep_args, data, deep_profile, deep,
                                                    settings.seed, progress, False), outputs=(deep,))
     scaling = {"parent": _scaling_row(n_layers, ks[0], mats, searches, greedy, settings)}
@@ -190,6 +194,8 @@ def command_line(settings: Settings, work: Path, out: Path) -> str:
             parts.append(f"{flag} {shlex.quote(str(getattr(settings, name)))}")
     if settings.remove != default.remove:
         parts.append(f"--remove {','.join(map(str, settings.remove))}")
+    if settings.measures != default.measures:
+        parts.append(f"--measures {','.join(settings.measures)}")
     if settings.distill:
         parts.append("--distill")
     parts.append(f"--devices {','.join(settings.devices)}")
@@ -370,13 +376,14 @@ def _prune_finetune(parent: Path, drop: tuple[int, ...], pruned: Path, out: Path
 
 
 def _export(path: Path, bundle: Path, data: Dataset, settings: Settings, progress: bool) -> dict[str, Any]:
-    from edgeprune.export import export
+    from edgeprune.reproduce.shared import export_or_rejected
 
     train, test = data["train"], data["test"]
     calib = train.take(sample_indices(train, 64 if settings.profile != "tiny" else 16, settings.seed))
-    manifest = export(path, bundle.parent, formats=",".join(settings.formats), quant=",".join(settings.precisions),
-                      calib=calib.inputs, eval_x=test.inputs, eval_y=test.y, eval_meta=test.meta, force=True,
-                      progress=progress, name=bundle.name, framework="torch")
+    manifest = export_or_rejected(path, bundle.parent, formats=",".join(settings.formats),
+                                  quant=",".join(settings.precisions), calib=calib.inputs, eval_x=test.inputs,
+                                  eval_y=test.y, eval_meta=test.meta, force=True, progress=progress,
+                                  name=bundle.name, framework="torch")
     return {"seconds": manifest["seconds"]["total"], "params": manifest["source"]["params"],
             "artifacts": {a["file"]: {"format": a["format"], "precision": a["precision"], "size_bytes": a["size_bytes"],
                                       "passed": a["passed"], "parity": a["parity"]}

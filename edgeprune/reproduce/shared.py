@@ -62,3 +62,17 @@ def bench(device: str, targets: list[Path], test: Split, stem: Path, runs: int, 
                      for row in dev.compare_outputs(path, reference)}
     return {"device": device, "emulated": bool(doc.get("emulated")), "fingerprint": doc.get("device"),
             "results": results, "agreement": agreement, "file": str(path)}
+
+
+def export_or_rejected(checkpoint_path: Path, out_dir: Path, **options: Any) -> dict[str, Any]:
+    """`export.export`, except that files failing parity are a result (their manifest, `passed` False, the bundle
+    written with its rejected/ folder) rather than the end of a long job; any other failure still raises."""
+    from edgeprune.export import export
+
+    try:
+        return export(checkpoint_path, out_dir, **options)
+    except EdgepruneError as exc:
+        manifest = getattr(exc, "manifest", None)
+        if manifest is None:
+            raise
+        return manifest

@@ -74,9 +74,11 @@ class Settings:
                 setattr(self, name, value)
         if any(not 0 <= s < 1 for s in self.sparsities):
             raise EdgepruneError(f"sparsities {self.sparsities}: each must be in [0, 1)")
-        if self.head_events >= self.heads:
-            raise EdgepruneError(f"head events {self.head_events}: at most {self.heads - 1} (one head per layer "
-                                 "per event, and every layer keeps one)")
+        if self.layers < 2:
+            raise EdgepruneError(f"layers {self.layers}: the teacher needs at least 2 (students get half)")
+        if self.head_events > self.heads - 2:
+            raise EdgepruneError(f"head events {self.head_events}: at most {self.heads - 2} (one head per layer per "
+                                 "event, and every layer keeps two: onnx2tf cannot convert a one-head layer)")
         if any(not 1 <= w < self.ffn for w in self.ffn_widths):
             raise EdgepruneError(f"FFN widths {self.ffn_widths}: each must be in 1..{self.ffn - 1}")
 
@@ -212,6 +214,13 @@ def _pretrain(path: Path, phones: Dataset, settings: Settings, progress: bool) -
     return {"history": summary["history"], "seconds": summary["seconds"]}
 
 
+def _seeded(settings: Settings) -> None:
+    """Every step starts from the same random state, so a resumed run computes what an uninterrupted one does."""
+    from edgeprune.frameworks.torch_fw import seed_everything
+
+    seed_everything(settings.seed)
+
+
 def _save(path: Path, ckpt, state, transform: Transform, summary: dict[str, Any]) -> dict[str, Any]:
     from edgeprune.training import ssl
 
@@ -229,6 +238,7 @@ def _weight(previous: Path, level: float, levels: list[float], out: Path, phones
     from edgeprune.pruning.sparsity import apply_mask, global_l1_mask, mask_of, prunable_params, schedule
     from edgeprune.training import ssl
 
+    _seeded(settings)
     ckpt, state = ssl.load(previous)
     names = prunable_params(state.model)
     below = max([s for s in levels if s < level], default=0.0)
@@ -256,6 +266,7 @@ def _heads(previous: Path, metric: str, out: Path, phones: Dataset, settings: Se
     from edgeprune.scoring.transformer_scores import head_data_driven, head_l1, heads_to_remove
     from edgeprune.training import ssl
 
+    _seeded(settings)
     ckpt, state = ssl.load(previous)
     if metric == "l1":
         keep = heads_to_remove(head_l1(state.model), 1, "by_layer")
@@ -268,7 +279,7 @@ def _heads(previous: Path, metric: str, out: Path, phones: Dataset, settings: Se
                    for b in range(0, len(idx), 16)]
         keep = heads_to_remove(head_data_driven(state.model, batches,
                                                 lambda _, batch: state.loss(batch[0], batch[1], batch[2], rng)),
-                               settings.layers, "by_whole")
+                               settings.layers, "by_whole", protect=2)
     state.model = remove_heads(state.model, keep)
     summary = _recover(state, phones, settings.recover_epochs, settings, progress)
     return _save(out, ckpt, state, Transform("heads", {"keep": keep}, {"criterion": f"heads-{metric}"}), summary)
@@ -279,6 +290,7 @@ def _ffn(teacher: Path, width: int, out: Path, phones: Dataset, settings: Settin
     from edgeprune.scoring.transformer_scores import ffn_keep, ffn_l1
     from edgeprune.training import ssl
 
+    _seeded(settings)
     ckpt, state = ssl.load(teacher)
     keep = ffn_keep(ffn_l1(state.model), settings.ffn - width)
     state.model = keep_ffn_units(state.model, keep)
@@ -293,6 +305,7 @@ def _low_rank(teacher: Path, budget: float, out: Path, phones: Dataset, settings
     from edgeprune.pruning.transformer_surgery import factorize, rank_for_budget
     from edgeprune.training import ssl
 
+    _seeded(settings)
     ckpt, state = ssl.load(teacher)
     ranks = {}
     for i, _ in enumerate(encoder_layers(state.model)):
@@ -316,21 +329,23 @@ def _distill(teacher: Path, init: str, out: Path, phones: Dataset, settings: Set
     from edgeprune.pruning.layer_surgery import drop_layers
     from edgeprune.training import ssl
 
+    _seeded(settings)
     ckpt, teacher_state = ssl.load(teacher)
     n = settings.layers
     if init == "teacher-layers":
-        drop = list(range(2, n + 1, 2))
+        kept = list(range(1, n + 1, 2))[:n // 2]  # layers 1, 3, 5, ...: n // 2 of them, as the random student
+        drop = [i for i in range(1, n + 1) if i not in kept]
         model, arch = drop_layers(ckpt.model, drop), ckpt.arch
         transforms = [Transform("layers", {"drop": drop}, {"criterion": "distillation-init"})]
     else:
-        arch = arch_spec(MODEL, "phones", **{**settings.arch_args(), "layers": max(1, n // 2)})
+        arch = arch_spec(MODEL, "phones", **{**settings.arch_args(), "layers": n // 2})
         model, transforms = build(arch, "torch"), []
     student = ssl.SSLState(model, copy.deepcopy(teacher_state.head), teacher_state.clusters, "nomasked")
     logmel, frames = _train_data(phones)
     summary = ssl.distill(student, teacher_state, logmel, frames, settings.distill_epochs, seed=settings.seed,
                           progress=progress)
     ssl.save(out, student, ckpt, arch, transforms=transforms, force=True, extra={"distillation": summary})
-    return {"transform": "distill", "params": {"init": init, "layers": max(1, n // 2)},
+    return {"transform": "distill", "params": {"init": init, "layers": n // 2},
             "recovery_loss": summary["history"], "seconds": summary["seconds"]}
 
 
@@ -344,11 +359,14 @@ def _evaluate(path: Path, edge: Path, phones: Dataset, keywords: Dataset, settin
     from edgeprune.models.measure import measure
     from edgeprune.training import probes, ssl
 
+    _seeded(settings)
     ckpt, state = ssl.load(path)
     model = state.model.eval()
     out: dict[str, Any] = dict(measure(model, "torch", ckpt.arch))
     val = phones["validation"]
+    state.loss_type = settings.loss_type  # students train unmasked; every model is scored on the same masks
     out["ssl_loss"] = ssl.evaluate_loss(state, val.inputs["logmel"], val.meta.get("frames"), seed=settings.seed)
+    out["nonzero_params"] = int(sum(int((p != 0).sum()) for p in model.parameters()))
     tr = phones["train"]
     idx = sample_indices(tr, settings.probe_utterances, settings.seed)
     pr_train = probes.features(model, tr.inputs["logmel"][idx], tr.meta.get("frames")[idx], tr.y[idx],
@@ -394,16 +412,20 @@ def _take(f, idx: np.ndarray):
 
 
 def _export(edge: Path, bundle: Path, phones: Dataset, settings: Settings, progress: bool) -> dict[str, Any]:
-    from edgeprune.export import export
     from edgeprune.pruning.sparsity import size_report
+    from edgeprune.reproduce.shared import export_or_rejected
 
     train, test = phones["train"], phones["test"]
     calib = train.take(sample_indices(train, 16 if settings.profile == "tiny" else 64, settings.seed))
-    manifest = export(edge, bundle.parent, formats="tflite", quant="fp32,int8", calib=calib.inputs,
+    manifest = export_or_rejected(edge, bundle.parent, formats="tflite", quant="fp32,int8", calib=calib.inputs,
                       eval_x=test.inputs, eval_y=test.y, eval_meta=test.meta, force=True, progress=progress,
                       name=bundle.name, framework="torch")
     arts = {}
     for a in manifest["artifacts"]:
+        if not (bundle / a["file"]).exists():  # rejected by parity: moved to rejected/
+            arts[a["file"]] = {"precision": a["precision"], "size_bytes": a["size_bytes"], "zip_bytes": None,
+                               "passed": False, "per": (a["parity"].get("metric") or {}).get("per")}
+            continue
         size = size_report(bundle / a["file"])
         arts[a["file"]] = {"precision": a["precision"], "size_bytes": a["size_bytes"], "zip_bytes": size["zip_bytes"],
                            "passed": a["passed"], "per": (a["parity"].get("metric") or {}).get("per")}
@@ -420,6 +442,8 @@ def _latency(exports: Path, names: list[str], settings: Settings) -> dict[str, A
             continue
         for q in ("fp32", "int8"):
             a, b = exports / "teacher" / f"model_{q}.tflite", exports / name / f"model_{q}.tflite"
+            if not (a.exists() and b.exists()):  # a file parity rejected is not timed
+                continue
             out.setdefault(name, {})[q] = paired_latency(str(a), str(b), rounds=settings.latency_rounds,
                                                          block=10 if settings.profile == "tiny" else 20)
     return out

@@ -59,6 +59,15 @@ def _check_dof(n: int, k: int, where: str) -> None:
                              f"samples than kept directions + 1: give more calibration samples (or mode 'T')")
 
 
+def _check_pair(n: int, kx: int, ky: int, where: str) -> None:
+    # Two subspaces of kx and ky directions in the (n - 1)-dimensional centred sample space share at least
+    # kx + ky - (n - 1) directions: that many canonical correlations are 1 whatever the data, inflating the mean.
+    if kx + ky > n - 1:
+        raise EdgepruneError(f"svcca: {n} samples for {kx} + {ky} SVD directions kept ({where}); at least "
+                             f"{kx + ky - n + 1} canonical correlations would be 1 whatever the data: give at least "
+                             f"{kx + ky + 1} calibration samples (or mode 'T')")
+
+
 def _inv_sqrt(s: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh(np.linalg.pinv(s + _EPS * np.eye(len(s))))
     # rounding can leave eigenvalues of about -1e-17, where cca_core's plain sqrt gives NaN
@@ -84,6 +93,7 @@ def svcca(x: np.ndarray, y: np.ndarray, threshold: float = 0.99) -> float:
     a, b = svd_reduce(x, threshold), svd_reduce(y, threshold)
     _check_dof(len(a), a.shape[1], "x")
     _check_dof(len(b), b.shape[1], "y")
+    _check_pair(len(a), a.shape[1], b.shape[1], "x and y")
     return _cca_mean(a, b)
 
 
@@ -223,6 +233,9 @@ def layer_matrix(states: list[np.ndarray], measure: str, mask: np.ndarray | None
         feats, pair = _per_state(lambda p: svd_reduce(p, threshold), pooled), _cca_mean
         for i, f in enumerate(feats):
             _check_dof(len(f), f.shape[1], f"hidden state {i}")
+        widest = sorted(range(len(feats)), key=lambda i: feats[i].shape[1])[-2:]
+        _check_pair(len(feats[0]), *(feats[i].shape[1] for i in widest),
+                    f"hidden states {widest[0]} and {widest[1]}, the widest pair")
     elif measure == "dc":
         feats, pair = _dc_batches(pooled, int(batch or 4)), _mean_dc
     elif measure == "cka":

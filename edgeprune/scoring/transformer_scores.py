@@ -194,12 +194,14 @@ def _lowest_per_layer(scores: dict[int, np.ndarray], n: int, unit: str) -> dict[
     return out
 
 
-def heads_to_remove(scores: dict[int, np.ndarray], n: int = 1, mode: str = "by_layer") -> dict[str, list[int]]:
+def heads_to_remove(scores: dict[int, np.ndarray], n: int = 1, mode: str = "by_layer",
+                    protect: int = 1) -> dict[str, list[int]]:
     """Which heads one pruning event keeps, as the "heads" transform's {"<layer>": [kept heads]}.
 
     by_layer: the n lowest heads of every layer go (the seed removes one per layer per event, n = 1).
-    by_whole: each layer's top head is protected, then the n lowest of all remaining heads go, across layers.
-    Never all heads of a layer: a request that would is one clear error. Ties go by (score, layer, head).
+    by_whole: each layer's `protect` top heads are kept (the seed protects one), then the n lowest of all remaining
+    heads go, across layers. Never all heads of a layer: a request that would is one clear error. Ties go by
+    (score, layer, head).
     """
     scores = _checked_scores(scores, "head")
     n = _checked_count(n, "heads to remove")
@@ -207,10 +209,11 @@ def heads_to_remove(scores: dict[int, np.ndarray], n: int = 1, mode: str = "by_l
         return _lowest_per_layer(scores, n, "head")
     if mode != "by_whole":
         raise EdgepruneError(f"head removal mode '{mode}'; expected one of {', '.join(MODES)}")
-    top = {layer: int(np.argmax(s)) for layer, s in scores.items()}
-    candidates = sorted((s[h], layer, h) for layer, s in scores.items() for h in range(s.size) if h != top[layer])
+    top = {layer: set(np.argsort(-s, kind="stable")[:max(1, protect)].tolist()) for layer, s in scores.items()}
+    candidates = sorted((s[h], layer, h) for layer, s in scores.items() for h in range(s.size) if h not in top[layer])
     if n > len(candidates):
-        raise EdgepruneError(f"heads to remove: {n}, but only {len(candidates)} heads are not their layer's top head")
+        raise EdgepruneError(f"heads to remove: {n}, but only {len(candidates)} heads are outside their layer's "
+                             f"protected top {max(1, protect)}")
     removed = {(layer, h) for _, layer, h in candidates[:n]}
     return {str(layer): [h for h in range(s.size) if (layer, h) not in removed]
             for layer, s in scores.items() if any((layer, h) in removed for h in range(s.size))}

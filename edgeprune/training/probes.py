@@ -101,7 +101,7 @@ def train_probe(train: Features, test: Features, kind: str, n_classes: int, epoc
     with torch.no_grad():
         outs = np.concatenate([forward(test, np.arange(b, min(b + 64, test.states.shape[1]))).numpy()
                                for b in range(0, test.states.shape[1], 64)])
-    result: dict[str, Any] = {"layer_weights": [round(float(w), 4) for w in torch.softmax(weights, 0)]}
+    result: dict[str, Any] = {"layer_weights": [round(float(w), 4) for w in torch.softmax(weights.detach(), 0)]}
     if kind == "frames":
         result["per"] = float(task.evaluate(outs, test.y, test.meta)["per"])
     else:
