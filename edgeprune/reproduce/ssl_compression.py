@@ -63,12 +63,14 @@ class Settings:
 
     def __post_init__(self) -> None:
         tiny = self.profile == "tiny"
+        # quick: about 45 min on 2 cores (pre-training 8 epochs of ~45 s; ~25 epochs of recovery and distillation;
+        # probes, exports and timing of 12 models)
         defaults = {"layers": 2 if tiny else 6, "dim": 32 if tiny else 192, "heads": 4 if tiny else 6,
-                    "ffn": 64 if tiny else 768, "clusters": 8 if tiny else 50, "pretrain_epochs": 1 if tiny else 12,
-                    "recover_epochs": 1, "distill_epochs": 1 if tiny else 6, "probe_epochs": 2 if tiny else 15,
-                    "probe_utterances": 40 if tiny else 500, "sparsities": [0.5] if tiny else [0.3, 0.5, 0.7],
-                    "head_events": 2 if tiny else 3, "ffn_widths": [32] if tiny else [512, 256, 128],
-                    "lowrank_budgets": [0.5] if tiny else [0.5, 0.25], "latency_rounds": 4 if tiny else 12}
+                    "ffn": 64 if tiny else 768, "clusters": 8 if tiny else 50, "pretrain_epochs": 1 if tiny else 8,
+                    "recover_epochs": 1, "distill_epochs": 1 if tiny else 4, "probe_epochs": 2 if tiny else 10,
+                    "probe_utterances": 40 if tiny else 300, "sparsities": [0.5] if tiny else [0.5, 0.7],
+                    "head_events": 2, "ffn_widths": [32] if tiny else [384, 192],
+                    "lowrank_budgets": [0.5] if tiny else [0.5, 0.25], "latency_rounds": 4 if tiny else 8}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
