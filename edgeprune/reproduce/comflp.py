@@ -58,7 +58,6 @@ class Settings:
     finetune_epochs: int | None = None  # None: tiny 1, quick 3, full 10
     distill: bool = False  # fine-tune with distillation from the parent's outputs
     deep_layers: int | None = None  # the scaling model (None: tiny 6, else 24), narrow, trained briefly
-    deep_epochs: int | None = None  # None: tiny 1, else 3
     precisions: list[str] | None = None
     formats: list[str] | None = None
     devices: list[str] | None = None
@@ -69,7 +68,7 @@ class Settings:
         tiny = self.profile == "tiny"
         defaults = {"layers": 4 if tiny else 12, "remove": [2] if tiny else [6, 4], "calib": 60 if tiny else 512,
                     "measures": list(MEASURES), "finetune_epochs": {"tiny": 1, "quick": 3}.get(self.profile, 10),
-                    "deep_layers": 6 if tiny else 24, "deep_epochs": 1 if tiny else 3,
+                    "deep_layers": 6 if tiny else 24,
                     "precisions": ["fp32", "int8"] if tiny else ["fp32", "fp16", "dynamic", "int8"],
                     "formats": ["tflite"] if tiny else ["tflite", "onnx"],
                     "devices": ["desktop"] if tiny else ["desktop", "rpi4-emulated"],
@@ -168,13 +167,13 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
     deep_args = {"layers": settings.deep_layers, "dim": 96 if settings.profile != "tiny" else 32,
                  "heads": 2, "ffn": 384 if settings.profile != "tiny" else 64,
                  **({"pos_kernel": 8, "pos_groups": 4} if settings.profile == "tiny" else {})}
-    # trained briefly: the parent's 1,000-step warm-up would outlast its few epochs
-    deep_profile = replace(base, epochs=settings.deep_epochs, warmup_steps=min(base.warmup_steps, 200))
-    steps.run("train deep encoder", lambda: _train(settings.deep_layers, deep_args, data, deep_profile, deep,
+    # trained as `edgeprune train` trains a speech-encoder (its own epochs and warm-up for the profile)
+    deep_train = steps.run("train deep encoder", lambda: _train(settings.deep_layers, deep_args, data, profile, deep,
                                                    settings.seed, progress, False), outputs=(deep,))
     scaling = {"parent": _scaling_row(n_layers, ks[0], mats, searches, greedy, settings)}
-    scaling["deep"] = steps.run("search time, deep encoder",
-                                lambda: _deep_scaling(deep, calib, data["validation"], settings))
+    scaling["deep"] = {**steps.run("search time, deep encoder",
+                                   lambda: _deep_scaling(deep, calib, data["validation"], settings)),
+                       "trained_epochs": deep_train.get("epochs")}
     doc = comflp_results.build(settings, data.info, n_layers, ks, parent_eval, mats, searches, greedy, randoms,
                                chosen, tuned, best, exports, latency, benches, scaling, steps.seconds(),
                                round(time.time() - started, 1), command_line(settings, work, out))

@@ -125,6 +125,9 @@ def markdown(doc: dict[str, Any]) -> str:
              "gives the medians of its sets (each set's figures in the JSON).",
              "",
              "## Search time against depth (K = N / 2 for the deep encoder)", "",
+             (f"The deep encoder ({s['deep_layers']} layers, narrower than the parent) is trained "
+              f"{doc['scaling']['deep'].get('trained_epochs')} epochs, as `edgeprune train` trains a speech-encoder; "
+              "it is there to time both searches at a larger N."), "",
              markdown_table(list(doc["scaling"].values()),
                             ["layers", "remove", "measure", "matrix_s", "search_s", "verify_s", "correlation_s",
                              "correlation_evaluations", "greedy_s", "greedy_evaluations", "speedup"]), "",
