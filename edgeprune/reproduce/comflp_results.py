@@ -108,7 +108,8 @@ def markdown(doc: dict[str, Any]) -> str:
     m, p, s = doc["machine"], doc["parent"], doc["settings"]
     lines = [f"# {doc['title']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}.",
-             f"Command: `{doc['command']}` ({doc['wall_s'] / 60:.1f} min of wall time in all).", "",
+             (f"Command: `{doc['command']}` ({sum(doc['step_seconds'].values()) / 60:.1f} min of steps, each timed "
+              "when it first ran; the parent's training is not among them when --checkpoint gives it)."), "",
              f"Parent: {doc['layers']}-layer speech-encoder, {p['params']:,} parameters; PER validation "
              f"{p['validation_per']:.4f}, test {p['test_per']:.4f}. Calibration: {s['calib']} train utterances "
              f"(padding masked out of every pooling). Search: beam {s['beam']}, top {s['top']} verified on the "

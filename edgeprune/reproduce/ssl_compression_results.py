@@ -101,7 +101,7 @@ def markdown(doc: dict[str, Any]) -> str:
     teacher = next(r for r in doc["rows"] if r["model"] == "teacher")
     lines = [f"# {doc['title']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}.",
-             f"Command: `{doc['command']}` ({doc['wall_s'] / 60:.1f} min of wall time in all).", "",
+             f"Command: `{doc['command']}` ({sum(doc['step_seconds'].values()) / 60:.1f} min of steps).", "",
              (f"Teacher: speech-encoder {s['layers']} x {s['dim']}, {s['heads']} heads, FFN {s['ffn']} "
               f"({teacher['params']:,} parameters), pre-trained {s['pretrain_epochs']} epochs on masked prediction "
               f"of {s['clusters']} k-means clusters of log-mel frames (loss type {s['loss_type']}); every compression "
