@@ -25,7 +25,7 @@ def parse_measure(name: str) -> tuple[str, str | None]:
     return measure, mode or None
 
 
-def encoder_frames(model: Any, frames: np.ndarray | None, n: int, t_in: int, t_out: int) -> np.ndarray:
+def encoder_frames(frames: np.ndarray | None, n: int, t_in: int, t_out: int) -> np.ndarray:
     """[n, t_out] bool: the encoder frames computed from real input frames only (the front end maps t_in input
     frames to t_out; an encoder frame is real when every input frame it reads is)."""
     if frames is None:
@@ -53,7 +53,7 @@ def collect_states(model: Any, arrays: list[np.ndarray], frames: np.ndarray | No
             chunks.append([s.numpy().astype(np.float32) for s in hidden_states(model, x)])
     states = [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
     n, t_out = states[0].shape[:2]
-    return states, encoder_frames(model, frames, n, arrays[0].shape[-1], t_out)
+    return states, encoder_frames(frames, n, arrays[0].shape[-1], t_out)
 
 
 def matrices(states: list[np.ndarray], mask: np.ndarray, measures: tuple[str, ...] = MEASURES,

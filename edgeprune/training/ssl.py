@@ -56,10 +56,9 @@ def stacked_frames(logmel: np.ndarray) -> np.ndarray:
 
 def real_frames(frames: np.ndarray | None, n: int, t_in: int) -> np.ndarray:
     """[n, t_in // 2] bool: encoder frames made only of real input frames."""
-    t2 = t_in // 2
-    if frames is None:
-        return np.ones((n, t2), dtype=bool)
-    return np.arange(t2)[None, :] < (np.asarray(frames) // 2)[:, None]
+    from edgeprune.scoring.layer_states import encoder_frames
+
+    return encoder_frames(frames, n, t_in, t_in // 2)
 
 
 def fit_clusters(logmel: np.ndarray, frames: np.ndarray | None, k: int, seed: int = 0,
