@@ -99,3 +99,5 @@ def test_bad_requests_are_one_line(tmp_path):
         Settings(profile="tiny", sparsities=[1.0])
     with pytest.raises(EdgepruneError, match="head events 4"):
         Settings(profile="tiny", head_events=4)
+    with pytest.raises(EdgepruneError, match="distillation objective 'mse'"):
+        Settings(profile="tiny", distill_objective="mse")

@@ -119,6 +119,44 @@ def test_distillation_from_itself_starts_at_zero_loss():
     assert out["history"][0] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_distilhubert_predicts_layers_at_thirds_of_the_teacher():
+    assert ssl.hidden_targets(12) == [4, 8, 12]  # DistilHuBERT's layers of HuBERT base
+    assert ssl.hidden_targets(4) == [1, 2, 4]
+    assert ssl.hidden_targets(1) == [1]
+
+
+def test_hidden_prediction_loss_of_a_perfect_prediction_is_the_cosine_floor():
+    """Identity heads and student state equal to each target: L1 is 0 and cos is 1, so each layer costs
+    -log sigmoid(1) = log(1 + e^-1)."""
+    objective = ssl.HiddenPrediction(3, 3, [1, 2])
+    with torch.no_grad():
+        for head in objective.heads:
+            head.weight.copy_(torch.eye(3))
+            head.bias.zero_()
+    h = torch.randn(5, 3)
+    loss = objective.loss(h, [torch.zeros(5, 3), h, h.clone()])
+    assert float(loss.detach()) == pytest.approx(2 * np.log1p(np.exp(-1.0)), abs=1e-6)
+
+
+def test_hidden_distillation_trains_the_encoder_and_leaves_the_cluster_head():
+    import copy
+
+    teacher = _state()
+    arch = arch_spec("speech-encoder", "phones", **{**TINY, "layers": 1})
+    student = ssl.SSLState(build(arch, "torch"), copy.deepcopy(teacher.head), teacher.clusters, "nomasked")
+    head_before = copy.deepcopy(student.head.state_dict())
+    enc_before = copy.deepcopy(student.model.state_dict())
+    x = np.random.default_rng(3).normal(size=(4, 40, 300)).astype(np.float32)
+    out = ssl.distill(student, teacher, x, np.array([300, 200, 100, 300]), epochs=1, batch_size=2,
+                      objective="hidden", progress=False)
+    assert np.isfinite(out["history"]).all()
+    for k, v in student.head.state_dict().items():
+        torch.testing.assert_close(v, head_before[k])
+    assert any(not torch.equal(v, enc_before[k]) for k, v in student.model.state_dict().items())
+    with pytest.raises(EdgepruneError, match="distillation objective"):
+        ssl.distill(student, teacher, x, None, epochs=1, objective="mse", progress=False)
+
+
 def test_speaker_split_holds_out_the_last_utterance_of_each_repeated_speaker():
     train, test, labels = probes.speaker_split(np.array(["a", "b", "a", "c", "a", "b"]))
     assert sorted(test.tolist()) == [4, 5] and sorted(train.tolist()) == [0, 1, 2]

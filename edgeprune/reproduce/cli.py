@@ -44,6 +44,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
                    help="comflp: fine-tune with distillation from the parent's outputs")
     p.add_argument("--loss-type", choices=["masked", "nomasked"], default="masked",
                    help="ssl-compression: pre-training input masking (default masked)")
+    p.add_argument("--distill-objective", choices=["kl", "hidden"], default="kl",
+                   help="ssl-compression: the students' objective: the seed's KL on the teacher's cluster predictions "
+                        "(default) or DistilHuBERT's prediction of the teacher's hidden layers")
     p.add_argument("--bench-runs", type=int, help="timed runs per artifact (default 30; cmc-asp tiny 3)")
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
                    help="export parity gate, as for `edgeprune export`")
@@ -119,7 +122,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
         if args.data != "synthetic":
             raise EdgepruneError("ssl-compression runs on the synthetic speech; --data is for dcase-table")
-        ssl_compression.run(ssl_compression.Settings(profile=args.profile, seed=args.seed, loss_type=args.loss_type),
+        ssl_compression.run(ssl_compression.Settings(profile=args.profile, seed=args.seed, loss_type=args.loss_type,
+                                                     distill_objective=args.distill_objective),
                             Path(args.work) if args.work else None, Path(args.out) if args.out else None,
                             force=args.force)
         return

@@ -10,7 +10,8 @@ five ways, each step followed by continued pre-training on the same loss:
 - ffn: FFN rows by the official "low-rank" metric, to fixed widths ("ffn");
 - low-rank: a true SVD factorisation of both FFN linears of every layer to a parameter budget ("low_rank");
 - distill: a student with half the layers, initialised from the teacher's odd layers or at random, pure KL on the
-  teacher's cluster predictions (T 1, as the seed);
+  teacher's cluster predictions (T 1, as the seed), or DistilHuBERT's hidden-layer prediction
+  (`--distill-objective hidden`);
 -> every model evaluated: parameters, MACs, the pre-training loss on validation, SUPERB-style probes on the frozen
 encoder (phone recognition PER, keyword accuracy, speaker identification; `training.probes`) -> a phones head on
 its last layer makes each an edge model, exported to TFLite float32 and full int8 with parity, zip size beside file
@@ -53,7 +54,9 @@ class Settings:
     pretrain_epochs: int | None = None
     recover_epochs: int | None = None  # continued pre-training after each compression event
     distill_epochs: int | None = None
+    distill_objective: str = "kl"  # "kl" (the seed's) or "hidden" (DistilHuBERT's layer prediction)
     probe_epochs: int | None = None
+    probe_lr: float = 1e-2  # Adam; at 1e-3 the linear CTC probe stays on blanks for tens of epochs (PER ~0.99)
     probe_utterances: int | None = None  # phones train utterances for the PR probe
     sparsities: list[float] | None = None
     head_events: int | None = None  # levels after 1 .. head_events events
@@ -63,17 +66,19 @@ class Settings:
 
     def __post_init__(self) -> None:
         tiny = self.profile == "tiny"
-        # quick: about 30 min on 2 cores (a 4-layer teacher: pre-training 8 epochs of ~30 s; ~25 epochs of recovery
-        # and distillation; probes, exports and timing of 12 models)
+        # quick: about 55 min on 2 cores (a 4-layer teacher: pre-training 8 epochs of ~50 s; ~25 epochs of recovery
+        # and distillation; probes (~70 s a model), exports and timing of 13 models)
         defaults = {"layers": 2 if tiny else 4, "dim": 32 if tiny else 192, "heads": 4 if tiny else 6,
                     "ffn": 64 if tiny else 768, "clusters": 8 if tiny else 50, "pretrain_epochs": 1 if tiny else 8,
-                    "recover_epochs": 1, "distill_epochs": 1 if tiny else 4, "probe_epochs": 2 if tiny else 10,
-                    "probe_utterances": 40 if tiny else 300, "sparsities": [0.5] if tiny else [0.5, 0.7],
+                    "recover_epochs": 1, "distill_epochs": 1 if tiny else 4, "probe_epochs": 2 if tiny else 30,
+                    "probe_utterances": 40 if tiny else 1500, "sparsities": [0.5] if tiny else [0.5, 0.7],
                     "head_events": 2, "ffn_widths": [32] if tiny else [384, 192],
                     "lowrank_budgets": [0.5] if tiny else [0.5, 0.25], "latency_rounds": 4 if tiny else 8}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.distill_objective not in ("kl", "hidden"):
+            raise EdgepruneError(f"distillation objective '{self.distill_objective}'; expected kl or hidden")
         if any(not 0 <= s < 1 for s in self.sparsities):
             raise EdgepruneError(f"sparsities {self.sparsities}: each must be in [0, 1)")
         if self.layers < 2:
@@ -177,6 +182,8 @@ def command_line(settings: Settings, work: Path, out: Path) -> str:
         parts.append(f"--seed {settings.seed}")
     if settings.loss_type != "masked":
         parts.append(f"--loss-type {settings.loss_type}")
+    if settings.distill_objective != "kl":
+        parts.append(f"--distill-objective {settings.distill_objective}")
     if work != default_work(settings):
         parts.append(f"--work {shlex.quote(str(work))}")
     if out != work / OUT_NAME:
@@ -345,7 +352,7 @@ def _distill(teacher: Path, init: str, out: Path, phones: Dataset, settings: Set
     student = ssl.SSLState(model, copy.deepcopy(teacher_state.head), teacher_state.clusters, "nomasked")
     logmel, frames = _train_data(phones)
     summary = ssl.distill(student, teacher_state, logmel, frames, settings.distill_epochs, seed=settings.seed,
-                          progress=progress)
+                          progress=progress, objective=settings.distill_objective)
     ssl.save(out, student, ckpt, arch, transforms=transforms, force=True, extra={"distillation": summary})
     return {"transform": "distill", "params": {"init": init, "layers": n // 2},
             "recovery_loss": summary["history"], "seconds": summary["seconds"]}
@@ -376,18 +383,18 @@ def _evaluate(path: Path, edge: Path, phones: Dataset, keywords: Dataset, settin
     te = phones["test"]
     pr_test = probes.features(model, te.inputs["logmel"], te.meta.get("frames"), te.y, {"frames": te.meta["frames"]})
     task = ckpt.task
-    pr, _ = probes.train_probe(pr_train, pr_test, "frames", task.n_classes, settings.probe_epochs, seed=settings.seed,
-                               task=task)
+    pr, _ = probes.train_probe(pr_train, pr_test, "frames", task.n_classes, settings.probe_epochs,
+                               lr=settings.probe_lr, seed=settings.seed, task=task)
     last, head = probes.train_probe(pr_train, pr_test, "frames", task.n_classes, settings.probe_epochs,
-                                    seed=settings.seed, task=task, layer=-1)
+                                    lr=settings.probe_lr, seed=settings.seed, task=task, layer=-1)
     del pr_train, pr_test
     ks_tr, ks_te = keywords["train"], keywords["test"]
     ks = probes.train_probe(_pooled(model, ks_tr), _pooled(model, ks_te), "clip", len(keywords.classes),
-                            settings.probe_epochs, seed=settings.seed)[0]
+                            settings.probe_epochs, lr=settings.probe_lr, seed=settings.seed)[0]
     tr_idx, te_idx, speakers = probes.speaker_split(tr.meta["speakers"])
     sid_all = _pooled(model, tr, speakers)
     sid = probes.train_probe(_take(sid_all, tr_idx), _take(sid_all, te_idx), "clip", int(speakers.max()) + 1,
-                             settings.probe_epochs, seed=settings.seed)[0]
+                             settings.probe_epochs, lr=settings.probe_lr, seed=settings.seed)[0]
     with torch.no_grad():
         model.head.load_state_dict(head.state_dict())
     checkpoint.save(edge, model, "torch", ckpt.arch, ckpt.classes, transforms=ckpt.transforms, force=True,

@@ -12,10 +12,12 @@ from edgeprune.machine import machine_description
 from edgeprune.results import save_png, write_stem
 from edgeprune.tables import markdown_table
 
+OBJECTIVES = {"kl": "pure KL on the teacher's cluster predictions, T 1",
+              "hidden": "DistilHuBERT: the last layer predicts the teacher's layers at thirds of its depth"}
 TITLE = "MelHuBERT-style compression of a pre-trained speech-encoder: weights, heads, FFN rows, low rank, distillation"
-COLUMNS = ["model", "method", "level", "params", "nonzero_params", "macs", "ssl_loss", "per", "keyword_accuracy", "speaker_accuracy",
-           "kb_fp32", "zip_kb_fp32", "kb_int8", "zip_kb_int8", "ms_fp32", "ms_int8", "latency_over_mac_cut_int8",
-           "latency_over_mac_cut_fp32", "per_int8"]
+COLUMNS = ["model", "method", "level", "params", "nonzero_params", "macs", "ssl_loss", "per", "keyword_accuracy",
+           "speaker_accuracy", "kb_fp32", "zip_kb_fp32", "kb_int8", "zip_kb_int8", "ms_fp32", "ms_int8",
+           "latency_over_mac_cut_int8", "latency_over_mac_cut_fp32", "per_int8"]
 
 
 def build(settings, data_info: dict[str, Any], models: dict[str, Any], results: dict[str, Any],
@@ -27,9 +29,11 @@ def build(settings, data_info: dict[str, Any], models: dict[str, Any], results: 
         r, e = results[name], exports[name]["artifacts"]
         row = {"model": name, "method": m["method"], "level": m["level"], "params": r["params"],
                "nonzero_params": r.get("nonzero_params"), "macs": r["macs"],
-               "params_kept": round(r["params"] / teacher["params"], 4), "macs_kept": round(r["macs"] / teacher["macs"], 4),
-               "ssl_loss": round(r["ssl_loss"], 4), "per": round(r["per"], 4), "per_last_layer": round(r["per_last_layer"], 4),
-               "keyword_accuracy": round(r["keyword_accuracy"], 4), "speaker_accuracy": round(r["speaker_accuracy"], 4)}
+               "params_kept": round(r["params"] / teacher["params"], 4),
+               "macs_kept": round(r["macs"] / teacher["macs"], 4), "ssl_loss": round(r["ssl_loss"], 4),
+               "per": round(r["per"], 4), "per_last_layer": round(r["per_last_layer"], 4),
+               "keyword_accuracy": round(r["keyword_accuracy"], 4),
+               "speaker_accuracy": round(r["speaker_accuracy"], 4)}
         for q in ("fp32", "int8"):
             a = e.get(f"model_{q}.tflite")
             if a:
@@ -106,8 +110,9 @@ def markdown(doc: dict[str, Any]) -> str:
               f"({teacher['params']:,} parameters), pre-trained {s['pretrain_epochs']} epochs on masked prediction "
               f"of {s['clusters']} k-means clusters of log-mel frames (loss type {s['loss_type']}); every compression "
               f"event followed by {s['recover_epochs']} epoch(s) of the same loss; students distilled "
-              f"{s['distill_epochs']} epochs. Probes on the frozen encoder (learned weighted sum of its hidden states "
-              f"+ a linear head, {s['probe_epochs']} epochs): PER on the phones test split (probe trained on "
+              f"{s['distill_epochs']} epochs ({OBJECTIVES[s.get('distill_objective', 'kl')]}). Probes on the "
+              "frozen encoder (learned weighted sum of its hidden states "
+              f"+ a linear head, {s['probe_epochs']} epochs, Adam lr {s.get('probe_lr', 1e-3)}): PER on the phones test split (probe trained on "
               f"{s['probe_utterances']} train utterances), keyword accuracy on the keywords test split, speaker "
               "identification within the phones train split (last utterance of each speaker held out)."), "",
              markdown_table(doc["rows"], COLUMNS), "",

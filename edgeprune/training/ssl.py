@@ -29,6 +29,7 @@ from edgeprune.errors import EdgepruneError
 
 SSL_FILE, HEAD_FILE = "ssl.json", "ssl_head.npz"
 LOSS_TYPES = ("masked", "nomasked")
+DISTILL_OBJECTIVES = ("kl", "hidden")
 IGNORE = -100
 
 
@@ -187,17 +188,57 @@ def pretrain(state: SSLState, logmel: np.ndarray, frames: np.ndarray | None, epo
     return {"history": history, "seconds": round(time.perf_counter() - start, 2)}
 
 
+def hidden_targets(n_layers: int) -> list[int]:
+    """DistilHuBERT's teacher layers scaled to an n-layer teacher (4, 8, 12 of 12): n/3, 2n/3 and n, 1-based."""
+    return sorted({max(1, n_layers // 3), max(1, 2 * n_layers // 3), n_layers})
+
+
+class HiddenPrediction:
+    """DistilHuBERT's objective: one linear head per teacher layer predicts that layer's output from the student's
+    last hidden state; loss per layer = mean |h - h_hat| - cos_weight * log sigmoid(cos(h, h_hat)) over the real
+    frames, summed over layers. The heads exist only for training and are not saved with the student."""
+
+    def __init__(self, student_dim: int, teacher_dim: int, layers: list[int], cos_weight: float = 1.0):
+        import torch
+
+        self.layers, self.cos_weight = list(layers), cos_weight
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(student_dim, teacher_dim) for _ in self.layers)
+
+    def loss(self, student_last: Any, teacher_states: list[Any]) -> Any:
+        """student_last [M, D_s] and teacher_states (index i: the output of layer i, each [M, D_t]) on real frames."""
+        import torch.nn.functional as F
+
+        total = 0.0
+        for layer, head in zip(self.layers, self.heads):
+            pred, target = head(student_last), teacher_states[layer]
+            cos = F.cosine_similarity(pred, target, dim=-1)
+            total = total + (pred - target).abs().mean() - self.cos_weight * F.logsigmoid(cos).mean()
+        return total
+
+
 def distill(student: SSLState, teacher: SSLState, logmel: np.ndarray, frames: np.ndarray | None, epochs: int,
             temperature: float = 1.0, alpha: float = 1.0, batch_size: int = 8, lr: float = 2e-4,
-            warmup_steps: int = 100, clip_norm: float = 5.0, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """The seed's distillation: (1 - alpha) * CE(student, cluster targets) + alpha * KL(softmax(t / T) ||
-    softmax(s / T)) over the real frames (batchmean over frames), teacher frozen; alpha 1 and T 1 as the original
-    (pure KL). Inputs are not masked (the "nomasked" type)."""
+            warmup_steps: int = 100, clip_norm: float = 5.0, seed: int = 0, progress: bool = True,
+            objective: str = "kl") -> dict[str, Any]:
+    """Train the student from the frozen teacher on the real frames; inputs are not masked (the "nomasked" type).
+    objective "kl", the seed's: (1 - alpha) * CE(student, cluster targets) + alpha * KL(softmax(t / T) ||
+    softmax(s / T)) (batchmean over frames); alpha 1 and T 1 as the original (pure KL).
+    objective "hidden", DistilHuBERT's: the student's last layer predicts the teacher's `hidden_targets` layers
+    (`HiddenPrediction`); the cluster head is left as it was."""
     import torch
     import torch.nn.functional as F
 
+    if objective not in DISTILL_OBJECTIVES:
+        raise EdgepruneError(f"distillation objective '{objective}'; expected one of {', '.join(DISTILL_OBJECTIVES)}")
     targets = cluster_targets(student.clusters, logmel, frames)
     params = student.parameters()
+    hidden = None
+    if objective == "hidden":
+        from edgeprune.pruning.layer_surgery import encoder_layers, hidden_states
+
+        hidden = HiddenPrediction(student.head.in_features, teacher.head.in_features,
+                                  hidden_targets(len(encoder_layers(teacher.model))))
+        params = list(student.model.parameters()) + list(hidden.heads.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
     rng = np.random.default_rng(seed)
@@ -213,15 +254,23 @@ def distill(student: SSLState, teacher: SSLState, logmel: np.ndarray, frames: np
             idx = order[b:b + batch_size]
             x = torch.from_numpy(np.asarray(logmel[idx], dtype=np.float32))
             real = torch.from_numpy(real_frames(None if frames is None else frames[idx], len(idx), x.shape[-1]))
-            with torch.no_grad():
-                t_logits = teacher.logits(x)[real]
-            s_logits = student.logits(x)[real]
-            kd = F.kl_div(F.log_softmax(s_logits / temperature, -1), F.log_softmax(t_logits / temperature, -1),
-                          log_target=True, reduction="batchmean") * temperature ** 2
-            loss = alpha * kd
-            if alpha < 1:
+            if hidden is not None:
+                with torch.no_grad():
+                    t_states = [h[real] for h in hidden_states(teacher.model, x)]
+                loss = hidden.loss(hidden_states(student.model, x)[-1][real], t_states)
+            else:
+                with torch.no_grad():
+                    t_logits = teacher.logits(x)[real]
+                s_logits = student.logits(x)[real]
+                loss = alpha * F.kl_div(F.log_softmax(s_logits / temperature, -1),
+                                        F.log_softmax(t_logits / temperature, -1),
+                                        log_target=True, reduction="batchmean") * temperature ** 2
+            if hidden is None and alpha < 1:
                 t = torch.from_numpy(targets[idx])[real]
                 loss = loss + (1 - alpha) * F.cross_entropy(s_logits, t, ignore_index=IGNORE)
+            if not torch.isfinite(loss):
+                raise EdgepruneError(f"distillation loss is {float(loss)} at epoch {epoch + 1}; lower the learning "
+                                     "rate or lengthen the warm-up")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, clip_norm)
