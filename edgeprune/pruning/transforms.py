@@ -5,11 +5,11 @@ loading replays it, so any compressed model loads without pickling a module.
     {"kind": "channels", "params": {"keep": {"conv1": [0, 3, ...]}},
      "record": {"criterion": "passive", "scores": {"file": "scores_1.json", "sha256": ...}, "target": ..., ...}}
 
-Kinds today: "channels" (keep-lists of output channels, structured surgery in either framework), "layers"
-(1-based encoder layers to drop, PyTorch transformer encoders; `pruning.layer_surgery`), and "heads", "ffn" and
-"low_rank" (attention heads and FFN units kept per encoder layer, truncated-SVD factors of named linears; PyTorch
-transformer encoders; `pruning.transformer_surgery`), and "sparsity" (the global L1 zeros live in the saved
-weights; `pruning.sparsity`). Block removals register here as they come.
+Kinds today: "channels" (keep-lists of output channels, structured surgery in either framework), "blocks" (residual
+blocks replaced by the identity; `pruning.block_surgery`), "layers" (1-based encoder layers to drop, PyTorch
+transformer encoders; `pruning.layer_surgery`), "heads", "ffn" and "low_rank" (attention heads and FFN units kept
+per encoder layer, truncated-SVD factors of named linears; PyTorch transformer encoders;
+`pruning.transformer_surgery`), and "sparsity" (the global L1 zeros live in the saved weights; `pruning.sparsity`).
 """
 
 from __future__ import annotations
@@ -72,4 +72,4 @@ def replay(model: Any, framework: str, arch: dict[str, Any], transforms: list[Tr
 
 def _load_builtin() -> None:
     # Importing the surgery modules registers the built-in kinds.
-    from edgeprune.pruning import api, layer_surgery, sparsity, transformer_surgery  # noqa: F401
+    from edgeprune.pruning import api, block_surgery, layer_surgery, sparsity, transformer_surgery  # noqa: F401

@@ -1,4 +1,4 @@
-"""`edgeprune reproduce dcase-table | speech-models | cmc-asp | comflp | ssl-compression ...`"""
+"""`edgeprune reproduce dcase-table | speech-models | cmc-asp | comflp | ssl-compression | cma-fsmc ...`"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 
-JOBS = ("dcase-table", "speech-models", "cmc-asp", "comflp", "ssl-compression")
+JOBS = ("dcase-table", "speech-models", "cmc-asp", "comflp", "ssl-compression", "cma-fsmc")
 
 
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,7 +19,9 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
                                              "comflp: correlation-based layer-pruning search on speech-encoder "
                                              "against metric-greedy; ssl-compression: MelHuBERT-style "
                                              "pre-training, then weight, head, FFN-row, low-rank and distillation "
-                                             "compression, probed, exported and timed")
+                                             "compression, probed, exported and timed; cma-fsmc: concept-mask "
+                                             "block and filter pruning of resnet-kws from a few samples against "
+                                             "MiR, PRACTISE and L1")
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (default; the table says so) or a folder of DCASE 2021 1a features (X_/Y_ npy)")
     p.add_argument("--profile", default="quick", help="tiny | quick | full (data size and epochs; default quick)")
@@ -47,6 +49,7 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--distill-objective", choices=["kl", "hidden"], default="kl",
                    help="ssl-compression: the students' objective: the seed's KL on the teacher's cluster predictions "
                         "(default) or DistilHuBERT's prediction of the teacher's hidden layers")
+    p.add_argument("--samples", help="cma-fsmc: sample counts, e.g. 50,100,500 (default; tiny 12,24)")
     p.add_argument("--bench-runs", type=int, help="timed runs per artifact (default 30; cmc-asp tiny 3)")
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
                    help="export parity gate, as for `edgeprune export`")
@@ -117,6 +120,21 @@ def comflp_settings_from_args(args: argparse.Namespace):
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    if args.job == "cma-fsmc":
+        from edgeprune.reproduce import cma_fsmc
+
+        if args.data != "synthetic":
+            raise EdgepruneError("cma-fsmc runs on the synthetic keywords speech; --data is for dcase-table")
+        samples = None
+        if args.samples:
+            try:
+                samples = [int(v) for v in args.samples.split(",") if v.strip()]
+            except ValueError:
+                raise EdgepruneError(f"--samples {args.samples}: expected comma-separated counts, e.g. 50,100,500") \
+                    from None
+        cma_fsmc.run(cma_fsmc.Settings(profile=args.profile, seed=args.seed, samples=samples),
+                     Path(args.work) if args.work else None, Path(args.out) if args.out else None, force=args.force)
+        return
     if args.job == "ssl-compression":
         from edgeprune.reproduce import ssl_compression
 
