@@ -279,6 +279,52 @@ def cmd_prune_layers(args: argparse.Namespace) -> None:
           f"search {found['search_s']:.2f} s, verify {found['verify_s']:.1f} s); wrote {out}")
 
 
+def cmd_prune_blocks(args: argparse.Namespace) -> None:
+    from edgeprune import checkpoint
+    from edgeprune.fileio import refuse_overwrite
+    from edgeprune.models.measure import measure
+    from edgeprune.pruning import block_run
+    from edgeprune.tables import markdown_table
+    from edgeprune.training import few_sample, run
+    from edgeprune.training.profiles import get_profile
+
+    out = Path(args.out)
+    refuse_overwrite(out, args.force)
+    targets = {k: v for k, v in (("macs", args.macs), ("params", args.params)) if v is not None}
+    if (args.drop is None) == (not targets):
+        raise EdgepruneError("give --drop K (block level) or --macs / --params reductions (filter level)")
+    if args.recover_steps < 0:
+        raise EdgepruneError(f"--recover-steps {args.recover_steps}: must be 0 or more")
+    ckpt = checkpoint.load(Path(args.checkpoint), framework="torch")
+    if ckpt.transforms:
+        raise EdgepruneError(f"{ckpt.path}: already compressed; CMa-FSMC starts from an unpruned model")
+    data = run.data_for(args.data, get_profile(args.profile), task=ckpt.task)
+    x, _, _ = block_run.few_samples(data["train"], args.samples, args.seed, ckpt.arch, len(data.classes or []))
+    found = block_run.choose(ckpt, x, drop=args.drop, targets=targets or None, threshold=args.threshold,
+                             seed=args.seed)
+    print(markdown_table([{"block": b, "doc": d, **({"rate": found["rates"][b]} if "rates" in found else {})}
+                          for b, d in found["doc"].items()], ["block", "doc"] + (["rate"] if "rates" in found else [])))
+    record = {"samples": args.samples, "seed": args.seed, "doc": found["doc"]}
+    if args.drop is not None:
+        student, transform = block_run.block_student(ckpt, found["drop"], {"criterion": "doc", **record})
+    else:
+        student, transform = block_run.filter_student(ckpt, found["widths"], {"rates": found["rates"], **record})
+    recovery = None
+    if args.recover_steps:
+        teacher = checkpoint.load(Path(args.checkpoint), framework="torch").model
+        recovery = few_sample.mimic(student, teacher, x, few_sample.Schedule(args.recover_steps),
+                                    mix=not args.no_mix, threshold=args.threshold, seed=args.seed)
+    checkpoint.save(out, student, "torch", ckpt.arch, ckpt.classes, transforms=[transform], force=args.force,
+                    extra={"recovery": recovery})
+    before, after = measure(ckpt.model, "torch", ckpt.arch), measure(student, "torch", ckpt.arch)
+    accuracy = run.evaluate(checkpoint.load(out, framework="torch"), data, full=False).get("accuracy")
+    print(f"{'removed ' + ', '.join(found['drop']) if args.drop is not None else 'cut block widths'}: MACs "
+          f"-{(1 - after['macs'] / before['macs']) * 100:.2f} %, parameters "
+          f"-{(1 - after['params'] / before['params']) * 100:.2f} %; recovered {args.recover_steps} steps on "
+          f"{args.samples} samples{'' if args.no_mix else ' with CMaMix'}; test accuracy "
+          f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}; wrote {out}")
+
+
 def cmd_finetune(args: argparse.Namespace) -> None:
     from edgeprune import checkpoint
     from edgeprune.fileio import refuse_overwrite
@@ -402,6 +448,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="pruned checkpoint folder")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_prune_layers)
+
+    p = sub.add_parser("prune-blocks", help="CMa-FSMC on a residual CNN from a few samples: remove the blocks "
+                                            "whose concept masks change least (--drop K), or search per-block "
+                                            "rates meeting a MACs / parameter cut (--macs R), then recover by "
+                                            "mimicking the parent's features with CMaMix")
+    p.add_argument("checkpoint")
+    p.add_argument("--drop", type=int, metavar="K", help="blocks to remove (block level)")
+    p.add_argument("--macs", type=float, metavar="R", help="MACs reduction to meet within 4e-4 (filter level)")
+    p.add_argument("--params", type=float, metavar="R", help="parameter reduction to meet within 4e-4")
+    p.add_argument("--samples", type=int, default=50, help="training samples drawn, stratified (default 50)")
+    p.add_argument("--recover-steps", type=int, default=200, help="recovery steps of 16 samples (default 200; 0: none)")
+    p.add_argument("--no-mix", action="store_true", help="recover without CMaMix")
+    p.add_argument("--threshold", type=float, default=0.2, help="concept-mask threshold (default 0.2)")
+    _add_data_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="pruned checkpoint folder")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_prune_blocks)
 
     p = sub.add_parser("finetune", help="recover accuracy of a pruned checkpoint (optionally with distillation)")
     p.add_argument("checkpoint")

@@ -96,12 +96,8 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
         shutil.rmtree(work)
     started = time.time()
     data = data_for("synthetic", profile, progress=progress, task=TASK)
-    n_classes = len(data.classes)
-    if settings.samples[0] < n_classes:
-        raise EdgepruneError(f"samples {settings.samples[0]}: fewer than the {n_classes} classes; a few-sample set "
-                             "needs one sample of each class at least")
-    if settings.samples[-1] > len(data["train"]):
-        raise EdgepruneError(f"samples {settings.samples[-1]}: the training split has {len(data['train'])}")
+    for n in (settings.samples[0], settings.samples[-1]):  # bad counts fail before any step runs
+        _few(data, n, 0, settings)
     steps = StepLog(work, settings.to_json(), progress=progress)
     parent = work / "parent"
     trained = steps.run("train parent", lambda: _train_parent(settings, data, profile, parent, progress),
@@ -192,56 +188,39 @@ def _plan(parent: Path, settings: Settings) -> dict[str, Any]:
 
 
 def _few(data: Dataset, n: int, seed: int, settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """N training samples drawn by seed, stratified by class, in the model's layout; their labels and indices."""
     from edgeprune.models import arch_spec
-    from edgeprune.models.inference import model_inputs
+    from edgeprune.pruning.block_run import few_samples
 
-    train = data["train"]
-    idx = sample_indices(train, n, settings.seed + seed, stratify=True)
-    part = train.take(idx)
-    x = model_inputs(arch_spec(MODEL, TASK, **settings.arch_args()), "torch", part.inputs)[0]
-    return x, np.asarray(part.y), idx
+    return few_samples(data["train"], n, settings.seed + seed, arch_spec(MODEL, TASK, **settings.arch_args()),
+                       len(data.classes))
 
 
 def _choose(parent: Path, data: Dataset, n: int, seed: int, plan: dict[str, Any],
             settings: Settings) -> dict[str, Any]:
-    """DoC of every block on the N samples (at most 64 of them, one batch), the blocks CMa removes, and the
-    filter-level rates searched to the plan's MACs reduction, checked on the really pruned model."""
-    from edgeprune.pruning import cma
+    """DoC of every block on the N samples, the blocks CMa removes, and the filter-level rates searched to the
+    plan's MACs cut (checked on the really pruned model)."""
+    from edgeprune.pruning import block_run, cma
 
     ckpt = checkpoint.load(parent, framework="torch")
     x, _, idx = _few(data, n, seed, settings)
-    doc = cma.block_doc(ckpt.model, x[:64], settings.threshold)
-    c = plan["cost"]
-    cost = cma.CostModel(c["base"], c["channels"], c["per_channel"])
-    search = cma.search_rates(cost, plan["internal"], doc, {"macs": plan["target"]["macs"]},
-                              population=settings.population, iterations=settings.iterations,
-                              seed=settings.seed + seed)
-    child, _ = cma.prune_widths(ckpt.model, "torch", ckpt.arch, search["widths"])
-    measured = cma.measured_reductions(ckpt.model, child, "torch", ckpt.arch)
-    if abs(measured["macs"] - plan["target"]["macs"]) > 4e-4:
-        raise EdgepruneError(f"the searched rates reduce MACs by {measured['macs']:.6f} on the pruned model, "
-                             f"{search['predicted']['macs']:.6f} predicted; target {plan['target']['macs']:.6f}")
-    return {"samples": idx.tolist(), "doc": doc, "drop": cma.blocks_to_drop(doc, settings.drop), **search,
-            "measured": {k: round(v, 6) for k, v in measured.items()}}
+    found = block_run.choose(ckpt, x, targets={"macs": plan["target"]["macs"]}, threshold=settings.threshold,
+                             population=settings.population, iterations=settings.iterations,
+                             seed=settings.seed + seed)
+    return {"samples": idx.tolist(), "drop": cma.blocks_to_drop(found["doc"], settings.drop), **found}
 
 
 def _student(parent: checkpoint.Checkpoint, method: str, choice: dict[str, Any],
              plan: dict[str, Any]) -> tuple[Any, Transform]:
-    from edgeprune.pruning import block_surgery, cma
+    from edgeprune.pruning import block_run
 
-    if method in ("cma-block", "practise"):
-        drop = choice["drop"] if method == "cma-block" else plan["practise"]
-        record = {"criterion": "doc" if method == "cma-block" else "fixed list", "doc": choice["doc"]}
-        return (block_surgery.drop_blocks(parent.model, "torch", parent.arch, drop),
-                Transform("blocks", {"drop": drop}, record))
+    if method == "cma-block":
+        return block_run.block_student(parent, choice["drop"], {"criterion": "doc", "doc": choice["doc"]})
+    if method == "practise":
+        return block_run.block_student(parent, plan["practise"], {"criterion": "fixed list"})
     if method.startswith("cma-filter"):
-        widths, record = choice["widths"], {"criterion": "l1", "rates": choice["rates"], "search": "doc + DE"}
-    else:
-        widths = {n: plan["mir_width"] for b in plan["blocks"] for n in plan["internal"][b]}
-        record = {"criterion": "l1", "rate": plan["mir_rate"], "search": "uniform"}
-    child, keep = cma.prune_widths(parent.model, "torch", parent.arch, widths)
-    return child, Transform("channels", {"keep": keep}, record)
+        return block_run.filter_student(parent, choice["widths"], {"rates": choice["rates"], "search": "doc + DE"})
+    widths = {n: plan["mir_width"] for b in plan["blocks"] for n in plan["internal"][b]}
+    return block_run.filter_student(parent, widths, {"rate": plan["mir_rate"], "search": "uniform"})
 
 
 def _recover(parent_path: Path, method: str, data: Dataset, n: int, seed: int, choice: dict[str, Any],
