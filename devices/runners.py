@@ -165,6 +165,15 @@ class Runner(ABC):
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, path)
 
+    def time_grid(self, folder: Path, out: Path, rounds: int = 8, block: int = 30, threads: int = 1) -> dict[str, Any]:
+        """Time every .tflite in `folder` on the target (`python -m benchmarks.grid`); write and return its JSON."""
+        raise RunnerError(f"{self.target}: latency grids are timed on the target itself (desktop or a board over "
+                          "ssh); an emulated board's timings are not latency")
+
+    @staticmethod
+    def _grid_args(rounds: int, block: int, threads: int) -> list[str]:
+        return ["--rounds", str(rounds), "--block", str(block), "--threads", str(threads)]
+
     @abstractmethod
     def _execute(self, models: list[Path], test_x: Path | None, test_y: Path | None, options: RunOptions,
                  stem: Path, outputs: Path) -> tuple[int, deque[str]]:
@@ -195,11 +204,26 @@ class LocalRunner(Runner):
             return proc.returncode, tail
 
 
+    def time_grid(self, folder, out, rounds=8, block=30, threads=1):
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.grid", str(Path(folder).resolve()), "--out",
+                               str(out.resolve()), *self._grid_args(rounds, block, threads)], cwd=REPO, text=True,
+                              capture_output=True)
+        if proc.returncode != 0 or not out.is_file():
+            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            raise RunnerError(f"{self.target}: the latency grid did not run: {last}")
+        return json.loads(out.read_text())
+
+
 class EmulatedRunner(LocalRunner):
     """A board emulated here: the suite under qemu-aarch64 with the board's core, in the cached arm64 sysroot.
     Outputs are the board's; timings are not (hundreds of times slower), so they are flagged emulated everywhere."""
 
     kind = "emulated"
+
+    def time_grid(self, folder, out, rounds=8, block=30, threads=1):
+        return Runner.time_grid(self, folder, out, rounds, block, threads)
 
     @contextmanager
     def _python(self):
@@ -335,6 +359,43 @@ class SSHRunner(Runner):
             raise RunnerError(f"{self.target}: {type(exc).__name__}: {exc}") from None
         finally:
             client.close()
+
+    def time_grid(self, folder, out, rounds=8, block=30, threads=1):
+        import paramiko
+
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        client = self._connect()
+        try:
+            self._preflight(client, {".tflite"})
+            status, lines = self._exec(client, "mktemp -d /tmp/edgeprune-grid.XXXXXX")
+            if status != 0 or not lines:
+                raise RunnerError(f"{self.target}: cannot make a temporary folder there ({' '.join(lines)})")
+            remote = lines[-1]
+            try:
+                sftp = client.open_sftp()
+                sftp.mkdir(f"{remote}/benchmarks")
+                for path in sorted(BENCHMARKS.glob("*.py")):
+                    sftp.put(str(path), f"{remote}/benchmarks/{path.name}")
+                sftp.mkdir(f"{remote}/grid")
+                for path in sorted(Path(folder).glob("*.tflite")):
+                    sftp.put(str(path), f"{remote}/grid/{path.name}")
+                args = ["grid", "--out", "grid.json", *self._grid_args(rounds, block, threads)]
+                status, tail = self._exec(client, f"cd {shlex.quote(remote)} && {_remote(self.ssh.python)} -m "
+                                                  f"benchmarks.grid {shlex.join(args)}", stream=True)
+                if status != 0:
+                    raise RunnerError(f"{self.target}: the latency grid did not run: "
+                                      f"{tail[-1] if tail else f'exit status {status}'}")
+                tmp = out.with_name(f".{out.name}.tmp")
+                sftp.get(f"{remote}/grid.json", str(tmp))
+                os.replace(tmp, out)
+            finally:
+                self._exec(client, f"rm -rf {shlex.quote(remote)}")
+        except (OSError, paramiko.SSHException) as exc:
+            raise RunnerError(f"{self.target}: {type(exc).__name__}: {exc}") from None
+        finally:
+            client.close()
+        return json.loads(out.read_text())
 
     def _session(self, client, models, test_x, test_y, options, stem, outputs) -> tuple[int, deque[str]]:
         """Everything between logging in and out: check, copy, run, copy back, clean up."""

@@ -516,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub)
 
+    from edgeprune.latency.cli import add_latency_parser
+
+    add_latency_parser(sub)
+
     p = sub.add_parser("demo", help="the headline job (the DCASE quantization table, quick profile) on the built-in data")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--devices", default="desktop", help="benchmark targets (default desktop)")

@@ -3,6 +3,13 @@ first run on a machine pays for synthesis."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +79,41 @@ def probs(model, x):
     from edgeprune.models.inference import predict
 
     return predict(model, framework_of(model), arch_spec("dcase2021_baseline"), {"logmel": x})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 with a throwaway host key, accepting one throwaway client key for root."""
+    if os.geteuid() != 0:
+        pytest.fail("the ssh runner test starts sshd as root (sshd needs it to log a user in)")
+    tmp = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
+    shutil.copy(tmp / "client_key.pub", tmp / "authorized_keys")
+    port = free_port()
+    (tmp / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1\nHostKey {tmp / 'host_key'}\nAuthorizedKeysFile {tmp / 'authorized_keys'}\n"
+        "PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\nLogLevel ERROR\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp / "sshd_config"), "-p", str(port)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"sshd did not start: {proc.communicate()[1]}")
+            time.sleep(0.1)
+    yield port, tmp / "client_key"
+    proc.terminate()
+    proc.wait(timeout=10)

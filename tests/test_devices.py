@@ -4,11 +4,9 @@ test starts on loopback, and on an emulated Raspberry Pi 4 (qemu-aarch64, Cortex
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 import venv
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 from devices import (RunnerError, RunOptions, aarch64, agree, compare_outputs, device_names, emulated,
                      load_profiles, make_runner)
 from devices.errors import ProfileError
+from conftest import free_port
 from edgeprune.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,44 +98,6 @@ def test_compare_flags_outputs_that_differ(local_result, tmp_path):
     assert rows["ck/model_int8.tflite"]["max_steps"] == pytest.approx(2, rel=1e-3)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    """A real OpenSSH server on 127.0.0.1 with a throwaway host key, accepting one throwaway client key for root."""
-    if os.geteuid() != 0:
-        pytest.fail("the ssh runner test starts sshd as root (sshd needs it to log a user in)")
-    tmp = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
-    shutil.copy(tmp / "client_key.pub", tmp / "authorized_keys")
-    port = _free_port()
-    (tmp / "sshd_config").write_text(
-        f"ListenAddress 127.0.0.1\nHostKey {tmp / 'host_key'}\nAuthorizedKeysFile {tmp / 'authorized_keys'}\n"
-        "PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\nLogLevel ERROR\n")
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp / "sshd_config"), "-p", str(port)],
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"sshd did not start: {proc.communicate()[1]}")
-            time.sleep(0.1)
-    yield port, tmp / "client_key"
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 def test_ssh_runner_runs_the_suite_through_a_real_sshd(sshd, bundle, local_result, tmp_path):  # noqa: F811
     port, key = sshd
     folder, x, y = _models(bundle)
@@ -174,7 +135,7 @@ def test_ssh_board_without_the_runtime_fails_clearly(sshd, bundle, tmp_path):  #
 
 def test_unreachable_host_is_one_line_and_a_failed_result(bundle, tmp_path, capsys):  # noqa: F811
     folder, x, y = _models(bundle)
-    device = f"ssh://pi@127.0.0.1:{_free_port()}"  # nothing listens there
+    device = f"ssh://pi@127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(RunnerError, match=f"cannot reach {device}: Connection refused") as caught:
         make_runner(device, log=QUIET).run([folder], x, y, RunOptions(out=tmp_path / "r"))
     assert json.loads(caught.value.result.read_text())["failed"] is True

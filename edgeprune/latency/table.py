@@ -1,0 +1,115 @@
+"""A model's latency table on one target: every conv / dense layer timed alone at its real shape as its output
+channels (and, where pruning changes it, its input channels) sweep, per precision, plus the whole model's file;
+from it the counts where each layer's latency steps, and a prediction of any pruned variant's latency.
+
+Prediction: the whole file's time minus the layers' own time at full width is the rest (pooling, activations,
+per-op overhead), held fixed; a layer at (cin, cout) costs out_curve(cout) x in_curve(cin) / full (GEMM time is
+a product of the tiles along each dimension). The table says how well that held on the exported files it was
+checked against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.latency import steps
+from edgeprune.latency.layer_grid import Geometry, file_name
+
+MAX_POINTS = 48  # per sweep: wider layers are sampled on a stride (plus their full width)
+
+
+def sweep(full: int) -> list[int]:
+    """The channel counts timed for a layer of `full` channels: all of them up to MAX_POINTS, else a stride."""
+    stride = max(1, math.ceil(full / MAX_POINTS))
+    return sorted(set(range(stride, full + 1, stride)) | {1, full})
+
+
+def sweep_points(geoms: dict[str, Geometry], out_layers: list[str], in_layers: list[str]) -> dict[str, list]:
+    """(cin, cout) points per layer: output sweeps at full input for `out_layers` (their channels are pruned),
+    input sweeps at full output for `in_layers` (their input is), and every layer at full width."""
+    points: dict[str, set[tuple[int, int]]] = {}
+    for name, g in geoms.items():
+        pts = {(g.cin, g.cout)}
+        if name in out_layers:
+            pts |= {(g.cin, c) for c in sweep(g.cout)}
+        if name in in_layers:
+            pts |= {(c, g.cout) for c in sweep(g.cin)}
+        points[name] = pts
+    return {name: sorted(p) for name, p in points.items()}
+
+
+def assemble(geoms: dict[str, Geometry], timed: dict[str, Any], precisions: tuple[str, ...],
+             whole: dict[str, str], device: dict[str, Any], model: str) -> dict[str, Any]:
+    """The table from a timed grid (`python -m benchmarks.grid`'s JSON): per precision, per layer, the output and
+    input curves {count: ms} and the full-width time; the whole file's time and the rest it leaves."""
+    files = timed["files"]
+    doc: dict[str, Any] = {"format": 1, "model": model, "device": device, "created": time.strftime("%Y-%m-%d"),
+                           "geometry": {n: g.to_json() for n, g in geoms.items()}, "precisions": {}}
+    for q in precisions:
+        layers = {}
+        for name, g in geoms.items():
+            def ms(cin: int, cout: int) -> float | None:
+                entry = files.get(file_name(name, cin, cout, q))
+                return None if entry is None else entry["ms"]
+
+            out_curve = {c: t for c in sweep(g.cout) if (t := ms(g.cin, c)) is not None}
+            in_curve = {c: t for c in sweep(g.cin) if (t := ms(c, g.cout)) is not None}
+            layers[name] = {"full_ms": ms(g.cin, g.cout), "out": out_curve, "in": in_curve}
+        whole_ms = files[whole[q]]["ms"]
+        rest = whole_ms - sum(v["full_ms"] for v in layers.values())
+        doc["precisions"][q] = {"layers": layers, "whole_ms": whole_ms, "rest_ms": rest}
+    return doc
+
+
+def layer_ms(entry: dict[str, Any], cin: int, cout: int) -> float:
+    """One layer's predicted time at (cin, cout): the output curve at cout times the input curve's ratio at cin."""
+    full = entry["full_ms"]
+    out = steps.interpolate(_ints(entry["out"]), cout) if len(entry["out"]) > 1 else full
+    ratio = steps.interpolate(_ints(entry["in"]), cin) / full if len(entry["in"]) > 1 else 1.0
+    return out * ratio
+
+
+def predict(table: dict[str, Any], precision: str, geoms: dict[str, Geometry]) -> float:
+    """A variant's predicted time (ms) from its own layer geometry (a pruned model's real channel counts)."""
+    if precision not in table["precisions"]:
+        raise EdgepruneError(f"the latency table has no {precision} (it has {', '.join(table['precisions'])})")
+    t = table["precisions"][precision]
+    missing = sorted(set(geoms) - set(t["layers"]))
+    if missing:
+        raise EdgepruneError(f"layers {missing} are not in the latency table; build it for this model")
+    return t["rest_ms"] + sum(layer_ms(t["layers"][n], g.cin, g.cout) for n, g in geoms.items())
+
+
+def steps_of(table: dict[str, Any], precision: str, layer: str, tolerance: float = 0.05) -> list[int]:
+    """The output counts worth keeping for a layer on this target (the last count of each measured stair)."""
+    entry = table["precisions"][precision]["layers"].get(layer)
+    if entry is None:
+        raise EdgepruneError(f"layer '{layer}' is not in the latency table")
+    curve = _ints(entry["out"])
+    return steps.step_counts(curve, tolerance) if len(curve) > 1 else sorted(curve)
+
+
+def _ints(curve: dict[Any, float]) -> dict[int, float]:
+    return {int(k): float(v) for k, v in curve.items()}
+
+
+def save(table: dict[str, Any], path: Path) -> Path:
+    from edgeprune.fileio import write_json
+
+    write_json(Path(path), table, force=True)
+    return Path(path)
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        table = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgepruneError(f"{path}: not a latency table ({str(exc).splitlines()[0]})") from None
+    if not isinstance(table, dict) or table.get("format") != 1 or "precisions" not in table:
+        raise EdgepruneError(f"{path}: not a latency table (edgeprune latency-table writes them)")
+    return table

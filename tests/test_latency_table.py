@@ -1,0 +1,100 @@
+"""`edgeprune latency-table`: a tiny resnet-kws's layers timed alone on this machine and over a real sshd, the
+cache, and the prediction, which gives the whole file's time back at full width by construction."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from edgeprune import checkpoint
+from edgeprune.latency import build, layer_grid, table
+from edgeprune.models import arch_spec, build as build_model
+from edgeprune.models.registry import input_specs
+
+CLI = [sys.executable, "-m", "edgeprune"]
+ARCH = arch_spec("resnet-kws", "keywords", channels=4, blocks=(1,))
+FAST = ["--rounds", "1", "--block", "2"]
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("latency") / "parent"
+    checkpoint.save(path, build_model(ARCH, "torch"), "torch", ARCH, None)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local(parent):
+    work = parent.parent
+    first = subprocess.run(CLI + ["latency-table", str(parent), *FAST], capture_output=True, text=True, cwd=work)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run(CLI + ["latency-table", str(parent), *FAST], capture_output=True, text=True, cwd=work)
+    assert second.returncode == 0, second.stderr[-2000:]
+    (path,) = (work / "runs" / "latency").glob("*/resnet-kws-*.json")
+    return table.load(path), first.stdout, second.stdout
+
+
+def test_every_layer_is_timed_at_every_width_it_can_take(local):
+    doc, _, _ = local
+    for q in ("fp32", "int8"):
+        layers = doc["precisions"][q]["layers"]
+        assert set(layers) == {"conv0", "block1.conv1", "block1.conv2", "fc"}
+        assert sorted(map(int, layers["block1.conv1"]["out"])) == [1, 2, 3, 4]  # its own channels
+        assert sorted(map(int, layers["block1.conv2"]["in"])) == [1, 2, 3, 4]  # fed by block1.conv1
+        assert sorted(map(int, layers["fc"]["in"])) == [1, 2, 3, 4]  # fed through the skip group
+        assert all(v > 0 for e in layers.values() for v in e["out"].values())
+
+
+def test_the_prediction_at_full_width_is_the_whole_files_time(local, parent):
+    doc, _, _ = local
+    ckpt = checkpoint.load(parent, framework="torch")
+    geoms = layer_grid.geometry(ckpt.model, [s.shape for s in input_specs(ARCH, "torch")])
+    for q in ("fp32", "int8"):
+        assert table.predict(doc, q, geoms) == pytest.approx(doc["precisions"][q]["whole_ms"], rel=1e-9)
+
+
+def test_a_second_call_reads_the_cache(local):
+    _, first, second = local
+    assert "timing" in first and "timing" not in second and "cached" in second
+    assert "worth_keeping" in first
+
+
+def test_the_grid_times_over_ssh_like_here(parent, sshd, tmp_path):
+    from devices import make_runner
+
+    port, key = sshd
+    grid = tmp_path / "grid"
+    geoms = layer_grid.geometry(checkpoint.load(parent, framework="torch").model,
+                                [s.shape for s in input_specs(ARCH, "torch")], layers=["block1.conv1"])
+    layer_grid.build_grid(geoms, {"block1.conv1": [(4, 2), (4, 4)]}, grid, ("fp32",), progress=False)
+    runner = make_runner(f"ssh://root@127.0.0.1:{port}", board="desktop", key=key, python=sys.executable,
+                         log=lambda line: None)
+    timed = runner.time_grid(grid, tmp_path / "grid.json", rounds=1, block=2)
+    assert set(timed["files"]) == {"block1.conv1__4x2__fp32.tflite", "block1.conv1__4x4__fp32.tflite"}
+    assert json.loads((tmp_path / "grid.json").read_text()) == timed
+    assert all(v["ms"] > 0 for v in timed["files"].values())
+
+
+def test_emulated_boards_and_bad_requests_are_refused(parent, tmp_path):
+    proc = subprocess.run(CLI + ["latency-table", str(parent), "--device", "rpi4-emulated"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "emulated board's timings are not latency" in proc.stderr
+    proc = subprocess.run(CLI + ["latency-table", str(parent), "--precision", "fp16"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "the latency grid has fp32 and int8" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_keys_ignore_weights_but_not_shapes(parent):
+    spec = checkpoint.read_spec(parent)
+    same = json.loads(json.dumps(spec))
+    same["weights_sha256"] = "other"
+    assert build.model_key(spec) == build.model_key(same)
+    wider = json.loads(json.dumps(spec))
+    wider["arch"]["args"]["channels"] = 8
+    assert build.model_key(spec) != build.model_key(wider)
