@@ -215,9 +215,22 @@ def cmd_prune(args: argparse.Namespace) -> None:
         keep = raw
     if args.global_ranking and args.ratio is None:
         raise EdgepruneError("--global-ranking ranks every scored channel together for one --ratio; give --ratio R")
-    target = Target(keep=keep, ratio=args.ratio, layer_ratios=layer_ratios, rule=args.rule,
-                    budget=parse_budget(args.budget) if args.budget else None, round_to=args.round_to,
-                    global_ranking=args.global_ranking)
+    budget = parse_budget(args.budget) if args.budget else None
+    auto = args.round_to == "auto"
+    try:
+        round_to = 1 if auto else int(args.round_to)
+    except ValueError:
+        raise EdgepruneError(f"--round-to {args.round_to}: expected a channel multiple N or 'auto'") from None
+    if round_to < 1:
+        raise EdgepruneError(f"--round-to {args.round_to}: must be at least 1")
+    latency = None
+    if auto or (budget and budget[0] == "latency"):
+        latency = _latency_table(args)
+    elif args.device:
+        raise EdgepruneError("--device applies to --budget latency=F and --round-to auto")
+    target = Target(keep=keep, ratio=args.ratio, layer_ratios=layer_ratios, rule=args.rule, budget=budget,
+                    round_to=round_to, global_ranking=args.global_ranking, latency=latency,
+                    steps=_latency_steps(latency) if auto else None)
     ckpt = checkpoint.load(Path(args.checkpoint))
     scores = None
     if args.scores:
@@ -240,6 +253,30 @@ def cmd_prune(args: argparse.Namespace) -> None:
     total = lambda key: sum(r[key] for r in result.table)  # noqa: E731
     print(f"params {total('params_before'):,} -> {total('params_after'):,}, MACs {total('macs_before'):,} -> "
           f"{total('macs_after'):,}; wrote {out} (table in {out / 'pruning.json'})")
+
+
+def _latency_table(args: argparse.Namespace) -> tuple[dict, str]:
+    """The checkpoint's latency table on --device at --precision (built there, or read from the cache)."""
+    from edgeprune.bench import load_devices
+    from edgeprune.latency import build
+
+    if args.precision not in ("fp32", "int8"):
+        raise EdgepruneError(f"--precision {args.precision}: the latency table has fp32 and int8")
+    devices = load_devices()
+    try:
+        runner = devices.make_runner(args.device or "desktop", log=print)
+        doc, _ = build.build(Path(args.checkpoint), runner, (args.precision,))
+    except devices.DeviceError as exc:
+        raise EdgepruneError(str(exc)) from None
+    return doc, args.precision
+
+
+def _latency_steps(latency: tuple[dict, str]) -> dict[str, list[int]]:
+    """Per layer with an output sweep, the counts worth keeping on the target (--round-to auto)."""
+    from edgeprune.latency.table import steps_of
+
+    doc, q = latency
+    return {n: steps_of(doc, q, n) for n, e in doc["precisions"][q]["layers"].items() if len(e["out"]) > 1}
 
 
 def cmd_prune_layers(args: argparse.Namespace) -> None:
@@ -416,8 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help="fraction of channels to remove in every scored layer")
     p.add_argument("--layer-ratio", action="append", metavar="LAYER=R", help="per-layer ratio (repeatable)")
     p.add_argument("--rule", action="store_true", help="the criterion's own keep rule (passive)")
-    p.add_argument("--budget", help="params=F or macs=F: keep this fraction of the parent, within 1 %%")
-    p.add_argument("--round-to", type=int, default=1, help="keep channel counts a multiple of N")
+    p.add_argument("--budget", help="params=F or macs=F: keep this fraction of the parent, within 1 %%; "
+                                    "latency=F: at most this fraction of its latency as the target's table "
+                                    "predicts it (--device, --precision)")
+    p.add_argument("--round-to", default="1",
+                   help="keep channel counts a multiple of N, or 'auto': grow each to the count where the target's "
+                        "measured latency steps (its latency table; --device, --precision)")
+    p.add_argument("--device", help="target whose latency table a latency budget or --round-to auto uses (default "
+                                    "desktop)")
+    p.add_argument("--precision", default="int8", help="the precision that latency is predicted at (default int8)")
     p.add_argument("--global-ranking", action="store_true",
                    help="with --ratio: remove that fraction of all scored channels, lowest scores first wherever they "
                         "are (scores comparable across layers, e.g. cmc_asp), instead of per layer")

@@ -52,10 +52,10 @@ def test_every_layer_is_timed_at_every_width_it_can_take(local):
 
 def test_the_prediction_at_full_width_is_the_whole_files_time(local, parent):
     doc, _, _ = local
-    ckpt = checkpoint.load(parent, framework="torch")
-    geoms = layer_grid.geometry(ckpt.model, [s.shape for s in input_specs(ARCH, "torch")])
-    for q in ("fp32", "int8"):
-        assert table.predict(doc, q, geoms) == pytest.approx(doc["precisions"][q]["whole_ms"], rel=1e-9)
+    for fw in ("torch", "keras"):  # the twins share layer names, so one table serves both
+        counts = table.channel_counts(checkpoint.load(parent, framework=fw).model, fw)
+        for q in ("fp32", "int8"):
+            assert table.predict(doc, q, counts) == pytest.approx(doc["precisions"][q]["whole_ms"], rel=1e-9)
 
 
 def test_a_second_call_reads_the_cache(local):
@@ -98,3 +98,50 @@ def test_keys_ignore_weights_but_not_shapes(parent):
     wider = json.loads(json.dumps(spec))
     wider["arch"]["args"]["channels"] = 8
     assert build.model_key(spec) != build.model_key(wider)
+
+
+def _cached_table(work, parent) -> dict:
+    """A hand-written int8 table for the tiny model, cached for the 'desktop' target: conv0's time steps after 2
+    channels, block1.conv1's after 3; rest 1 ms; whole file 8.5 ms."""
+    flat = {str(c): 1.0 for c in range(1, 5)}
+    doc = {"format": 1, "model": build.model_key(checkpoint.read_spec(parent)), "target": "desktop",
+           "precisions": {"int8": {"whole_ms": 8.5, "rest_ms": 1.0, "layers": {
+               "conv0": {"full_ms": 2.0, "out": {"1": 1.0, "2": 1.0, "3": 2.0, "4": 2.0}, "in": {}},
+               "block1.conv1": {"full_ms": 3.0, "out": {"1": 1.0, "2": 1.0, "3": 1.0, "4": 3.0},
+                                "in": {"1": 1.5, "2": 1.5, "3": 3.0, "4": 3.0}},
+               "block1.conv2": {"full_ms": 2.0, "out": {k: 2 * v for k, v in flat.items()},
+                                "in": {"1": 1.0, "2": 1.0, "3": 1.0, "4": 2.0}},
+               "fc": {"full_ms": 0.5, "out": {}, "in": {"1": 0.25, "2": 0.25, "3": 0.5, "4": 0.5}}}}}}
+    folder = work / "runs" / "latency" / "cached-device"
+    folder.mkdir(parents=True)
+    (folder / f"{doc['model']}.json").write_text(json.dumps(doc))
+    (work / "runs" / "latency" / "index.json").write_text(json.dumps({"desktop": "cached-device"}))
+    return doc
+
+
+def _prune(parent, work, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + ["prune", str(parent), "--criterion", "l1", "--out", str(work / "out"), *extra],
+                          capture_output=True, text=True, cwd=work)
+
+
+def test_round_to_auto_grows_counts_to_the_targets_steps(parent, tmp_path):
+    _cached_table(tmp_path, parent)
+    proc = _prune(parent, tmp_path, "--ratio", "0.5", "--round-to", "auto")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cached" in proc.stdout  # nothing was timed
+    model = checkpoint.load(tmp_path / "out", framework="torch").model
+    assert model.conv0.out_channels == 2  # 2 is the last count of conv0's first stair
+    assert model.block1.conv1.out_channels == 3  # half is 2, but 3 channels cost what 2 cost
+
+
+def test_a_latency_budget_meets_the_predicted_fraction_or_says_how_close(parent, tmp_path):
+    doc = _cached_table(tmp_path, parent)
+    proc = _prune(parent, tmp_path, "--budget", "latency=0.7")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = checkpoint.load(tmp_path / "out", framework="torch").model
+    predicted = table.predict(doc, "int8", table.channel_counts(model, "torch"))
+    assert predicted <= 0.7 * 8.5
+    proc = _prune(parent, tmp_path, "--budget", "latency=0.3", "--force")
+    assert proc.returncode == 2 and "cannot be met" in proc.stderr and "still take" in proc.stderr
+    proc = _prune(parent, tmp_path, "--ratio", "0.5", "--device", "desktop", "--force")
+    assert proc.returncode == 2 and "--device applies to" in proc.stderr

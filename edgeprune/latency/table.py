@@ -74,15 +74,36 @@ def layer_ms(entry: dict[str, Any], cin: int, cout: int) -> float:
     return out * ratio
 
 
-def predict(table: dict[str, Any], precision: str, geoms: dict[str, Geometry]) -> float:
-    """A variant's predicted time (ms) from its own layer geometry (a pruned model's real channel counts)."""
+def channel_counts(model: Any, framework: str) -> dict[str, tuple[int, int]]:
+    """(in, out) channels of every conv and dense layer, from the kernels (either twin; names are shared)."""
+    if framework == "torch":
+        import torch
+
+        out = {}
+        for name, m in model.named_modules():
+            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)):
+                out[name] = (m.in_channels, m.out_channels)
+            elif isinstance(m, torch.nn.Linear):
+                out[name] = (m.in_features, m.out_features)
+        return out
+    out = {}
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and type(layer).__name__ in ("Conv1D", "Conv2D", "Dense"):
+            shape = tuple(int(d) for d in kernel.shape)
+            out[layer.name] = (shape[-2], shape[-1])
+    return out
+
+
+def predict(table: dict[str, Any], precision: str, counts: dict[str, tuple[int, int]]) -> float:
+    """A variant's predicted time (ms) from its layers' real (in, out) channel counts (`channel_counts`)."""
     if precision not in table["precisions"]:
         raise EdgepruneError(f"the latency table has no {precision} (it has {', '.join(table['precisions'])})")
     t = table["precisions"][precision]
-    missing = sorted(set(geoms) - set(t["layers"]))
+    missing = sorted(set(t["layers"]) - set(counts))
     if missing:
-        raise EdgepruneError(f"layers {missing} are not in the latency table; build it for this model")
-    return t["rest_ms"] + sum(layer_ms(t["layers"][n], g.cin, g.cout) for n, g in geoms.items())
+        raise EdgepruneError(f"the model has no layers {missing} of the latency table; build the table for it")
+    return t["rest_ms"] + sum(layer_ms(entry, *counts[n]) for n, entry in t["layers"].items())
 
 
 def steps_of(table: dict[str, Any], precision: str, layer: str, tolerance: float = 0.05) -> list[int]:

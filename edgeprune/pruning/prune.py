@@ -114,7 +114,13 @@ def prune(model: Any, example_inputs: Any = None, criterion: str = "l1", target:
     shapes = _shapes(examples, model, framework)
 
     def measured(keep: dict[str, list[int]]) -> dict[str, float]:
-        return measure(cut(model, framework, plan.expand(keep), examples)[0], framework, input_shapes=shapes)
+        child = cut(model, framework, plan.expand(keep), examples)[0]
+        out = measure(child, framework, input_shapes=shapes)
+        if goal.latency is not None:
+            from edgeprune.latency.table import channel_counts, predict
+
+            out["latency"] = predict(goal.latency[0], goal.latency[1], channel_counts(child, framework))
+        return out
 
     if goal.keep is not None:
         keep = _explicit(goal.keep, plan)

@@ -26,8 +26,10 @@ class Target:
     ratio: float | None = None
     layer_ratios: dict[str, float] = field(default_factory=dict)
     rule: bool = False
-    budget: tuple[str, float] | None = None  # ("params" | "macs", fraction of the parent to keep)
+    budget: tuple[str, float] | None = None  # ("params" | "macs" | "latency", fraction of the parent to keep)
     round_to: int = 1
+    steps: dict[str, list[int]] | None = None  # --round-to auto: per layer, the counts the target's latency steps at
+    latency: tuple[dict, str] | None = None  # (latency table, precision): what a latency budget predicts with
     tolerance: float = 0.01
     global_ranking: bool = False  # with `ratio`: one ranking over every scored channel instead of per layer
 
@@ -41,7 +43,9 @@ class Target:
             return "per-layer ratios " + ", ".join(f"{k}={v}" for k, v in self.layer_ratios.items())
         if self.rule:
             return "the criterion's own keep rule"
-        return f"budget {self.budget[0]}={self.budget[1]}"
+        extra = f" ({self.latency[1]}, predicted on {self.latency[0].get('target', 'the target')})" \
+            if self.budget[0] == "latency" and self.latency else ""
+        return f"budget {self.budget[0]}={self.budget[1]}{extra}"
 
 
 def _check_ratio(r: float, where: str) -> float:
@@ -51,10 +55,11 @@ def _check_ratio(r: float, where: str) -> float:
 
 
 def parse_budget(text: str) -> tuple[str, float]:
-    """'params=0.5' or 'macs=0.6' -> (kind, fraction kept)."""
+    """'params=0.5', 'macs=0.6' or 'latency=0.5' -> (kind, fraction kept)."""
     kind, _, value = text.partition("=")
-    if kind not in ("params", "macs") or not value:
-        raise EdgepruneError(f"budget '{text}': expected params=F or macs=F with F the fraction to keep, e.g. params=0.6")
+    if kind not in ("params", "macs", "latency") or not value:
+        raise EdgepruneError(f"budget '{text}': expected params=F, macs=F or latency=F with F the fraction to keep, "
+                             "e.g. params=0.6")
     try:
         fraction = float(value)
     except ValueError as exc:
@@ -64,16 +69,34 @@ def parse_budget(text: str) -> tuple[str, float]:
     return kind, fraction
 
 
-def _round_keep(keep: list[int], order: np.ndarray, channels: int, round_to: int) -> list[int]:
-    """Grow a keep-list to a multiple of round_to with the next-best channels (order: best first)."""
-    want = min(channels, int(np.ceil(len(keep) / round_to) * round_to))
+def _round_keep(keep: list[int], order: np.ndarray, channels: int, round_to: int,
+                steps: list[int] | None = None) -> list[int]:
+    """Grow a keep-list to a multiple of round_to, or to the next of `steps` (counts where the target's latency
+    steps), with the next-best channels (order: best first)."""
+    if steps:
+        from edgeprune.latency.steps import round_up
+
+        want = min(channels, round_up(len(keep), [s for s in steps if s <= channels] + [channels]))
+    else:
+        want = min(channels, int(np.ceil(len(keep) / round_to) * round_to))
     extra = [int(i) for i in order if int(i) not in set(keep)][: want - len(keep)]
     return sorted(keep + extra)
 
 
 def resolve(target: Target, scores: Scores | None, channels: dict[str, int],
             measure: Callable[[dict[str, list[int]]], dict[str, float]] | None = None) -> dict[str, list[int]]:
-    """Keep-lists per layer for `target`. `measure(keep)` -> {"params", "macs"} is needed for budgets."""
+    """Keep-lists per layer for `target`. `measure(keep)` -> {"params", "macs"} (and "latency", predicted, for a
+    latency budget) is needed for budgets. With `target.steps`, every count is then grown to the target's next
+    latency step with the next-best channels (the same time, more channels)."""
+    keep = _resolve(target, scores, channels, measure)
+    if not target.steps or target.keep is not None:
+        return keep
+    return {n: _round_keep(k, np.argsort(-scores.layers[n].scores, kind="stable"), channels[n], 1,
+                           target.steps.get(n)) for n, k in keep.items()}
+
+
+def _resolve(target: Target, scores: Scores | None, channels: dict[str, int],
+             measure: Callable[[dict[str, list[int]]], dict[str, float]] | None = None) -> dict[str, list[int]]:
     if target.keep is not None:
         for layer, keep in target.keep.items():
             if layer not in channels:
@@ -108,6 +131,10 @@ def resolve(target: Target, scores: Scores | None, channels: dict[str, int],
     if target.budget is not None:
         if measure is None:
             raise EdgepruneError("a budget target needs a way to measure the pruned model")
+        if target.budget[0] == "latency":
+            if target.latency is None:
+                raise EdgepruneError("a latency budget needs the target's latency table (give --device)")
+            return _meet_latency(target, scores, measure)
         return _meet_budget(target, scores, measure)
     raise EdgepruneError("no pruning target: give --ratio, --layer-ratio, --rule, --keep or --budget")
 
@@ -191,3 +218,43 @@ def _meet_budget(target: Target, scores: Scores, measure) -> dict[str, list[int]
         keep = {name: _round_keep(k, np.argsort(-scores.layers[name].scores, kind="stable"), sizes[name], target.round_to)
                 for name, k in keep.items()}
     return keep
+
+
+def _meet_latency(target: Target, scores: Scores, measure) -> dict[str, list[int]]:
+    """The most channels (best by score; counts on the target's latency steps when known) whose PREDICTED latency
+    is at most the budget's fraction of the parent's: one uniform ratio, by bisection. The prediction is checked
+    afterwards by timing the exported file; here it is only what the table says."""
+    _, fraction = target.budget
+    sizes = {n: len(s.scores) for n, s in scores.layers.items()}
+    steps = target.steps or {}
+
+    def counts(r: float) -> tuple[int, ...]:
+        out = []
+        for n, c in sizes.items():
+            k = max(1, int(np.ceil(c * (1 - r) - 1e-9)))
+            if steps.get(n):
+                from edgeprune.latency.steps import round_up
+
+                k = min(c, round_up(k, [s for s in steps[n] if s <= c] + [c]))
+            out.append(k)
+        return tuple(out)
+
+    cache: dict[tuple[int, ...], float] = {}
+
+    def value(cs: tuple[int, ...]) -> float:
+        if cs not in cache:
+            cache[cs] = measure({n: _top(scores.layers[n].scores, c) for n, c in zip(sizes, cs)})["latency"]
+        return cache[cs]
+
+    full = value(tuple(sizes.values()))
+    goal = fraction * full
+    fewest = value(counts(1.0))
+    if fewest > goal:
+        raise EdgepruneError(f"budget latency={fraction} cannot be met: the fewest channels the target's steps allow "
+                             f"still take {fewest / full:.1%} of the parent's predicted latency "
+                             f"({fewest:.3f} of {full:.3f} ms); score more layers or ask for less")
+    lo, hi = 0.0, 1.0  # value(counts(hi)) <= goal always
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if value(counts(mid)) <= goal else (mid, hi)
+    return {name: _top(scores.layers[name].scores, c) for name, c in zip(sizes, counts(hi))}
