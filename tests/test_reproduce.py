@@ -42,8 +42,12 @@ def test_tiny_run_writes_the_table_in_the_seeds_layout(tiny_run):
     md = (tmp / "table.md").read_text()
     assert md.startswith("# DCASE 2021 task 1a quantization table")
     for heading in ("## Ours", "## The seed", "## Differences", "## Relations", "## Sizes", "## Latency on desktop",
-                    "## Wall time per step"):
+                    "## Latency cut against MAC cut", "## Wall time per step"):
         assert heading in md
+    for r in doc["rows"][1:]:  # every pruned row timed against the baseline at every precision, in pairs
+        assert 0 < r["mac_cut"] < 1 and all(f"lat_cut_{q}" in r for q in ("fp32", "fp16", "dynamic", "int8"))
+        for q, timed in doc["paired"][r["row"]].items():
+            assert r["lat_cut_" + q] == pytest.approx(1 - timed["ratio"], abs=1e-4)
     assert (tmp / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = list(csv.DictReader((tmp / "table.csv").open()))
     assert [line["row"] for line in lines] == [r["row"] for r in doc["rows"]]

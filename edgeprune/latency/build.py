@@ -89,7 +89,7 @@ def build(checkpoint_path: Path, runner: Any, precisions: tuple[str, ...] = ("fp
         try:  # random inputs: a file that fails parity on them still times like the shipped one
             manifest = export(Path(checkpoint_path), Path(tmp) / "whole", formats="tflite",
                               quant=",".join(precisions), calib=calib, eval_x=calib, force=True, progress=False,
-                              name="model", framework="torch")
+                              name="model")  # the checkpoint's twin, as `edgeprune export` ships it
         except EdgepruneError as exc:
             manifest = getattr(exc, "manifest", None)
             if manifest is None:

@@ -30,7 +30,7 @@ def seed_params() -> dict[str, int]:
 
 def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: dict[str, list[int]],
           recovery: dict[str, Any], exports: dict[str, Any], bench: dict[str, Any], seconds: dict[str, float],
-          wall_seconds: float, command: str = "") -> dict[str, Any]:
+          wall_seconds: float, command: str = "", paired: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results document: our rows, the seed's, differences, relations, size comparison, step times."""
     rows = []
     for name, layers in [("baseline", ())] + ROWS:
@@ -44,6 +44,11 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
             row[f"kb_{q}"] = round(art["size_bytes"] / 1024, 1)
         if name in recovery:
             row["acc_before_finetune"] = round(100 * recovery[name]["test_accuracy_before"], 2)
+        row["mac_cut"] = round(1 - ex["macs"] / exports["baseline"]["macs"], 4)
+        for q, timed in ((paired or {}).get(name) or {}).items():
+            row[f"lat_cut_{q}"] = round(1 - timed["ratio"], 4)
+            row[f"lat_over_mac_{q}"] = round((1 - timed["ratio"]) / row["mac_cut"], 3) if row["mac_cut"] > 0.01 \
+                else None
         for device, result in bench.items():
             for q in PRECISIONS:
                 key = f"{name}/{ex['artifacts'][q]['file']}"
@@ -74,7 +79,7 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
         "devices": {d: {"emulated": b["emulated"], "fingerprint": b.get("fingerprint"), "results_file": b.get("file")}
                     for d, b in bench.items()},
         "step_seconds": seconds, "wall_seconds": wall_seconds,
-        "command": command,
+        "command": command, "paired": paired,
     }
 
 
@@ -142,11 +147,34 @@ def markdown(doc: dict[str, Any]) -> str:
             parts += ["", f"## Latency on {device} (ms; median, 1 thread, XNNPACK, benchmark_model-style timing)", "",
                       where, "", markdown_table(rows, ["row"] + [f"ms_{device}_{q}" for q in PRECISIONS],
                                                 ["pruned"] + [LABELS[q] for q in PRECISIONS])]
+    if doc.get("paired"):
+        cols = [c for q in PRECISIONS for c in (f"lat_cut_{q}", f"lat_over_mac_{q}")]
+        parts += ["", "## Latency cut against MAC cut (this machine; each row's file and the baseline's timed in "
+                      "alternating blocks in one process, 1 thread, XNNPACK; cut = 1 - median per-round ratio)", "",
+                  markdown_table([r for r in rows if r["row"] != "baseline"], ["row", "mac_cut"] + cols,
+                                 ["pruned", "MAC cut"] + [("latency cut " if c.startswith("lat_cut") else
+                                                           "cut / MAC cut ") + LABELS[c.rsplit("_", 1)[1]]
+                                                          for c in cols])]
+        parts += [""] + [f"- {line}" for line in ship_precision(doc)]
     parts += ["", "## Notes", ""] + [f"- {n}" for n in notes(doc)]
     parts += ["", "## Wall time per step (s)", "",
               markdown_table([{"step": k, "seconds": v} for k, v in doc["step_seconds"].items()], ["step", "seconds"]),
               ""]
     return "\n".join(parts)
+
+
+def ship_precision(doc: dict[str, Any]) -> list[str]:
+    """Which file to ship on this machine for speed: the baseline's fastest precision in the paired runs (int8 is
+    not always faster: XNNPACK runs fp16 files as float32 on x86, and some ARM cores are slow on int8)."""
+    paired = doc.get("paired") or {}
+    lines = []
+    for name, by_q in paired.items():
+        fastest = min(by_q, key=lambda q: by_q[q]["pruned_ms"])
+        base = min(by_q, key=lambda q: by_q[q]["parent_ms"])
+        lines.append(f"{name}: fastest file here is {LABELS[fastest]} ({by_q[fastest]['pruned_ms']:.3f} ms; "
+                     + ", ".join(f"{LABELS[q]} {v['pruned_ms']:.3f}" for q, v in by_q.items())
+                     + f"); the baseline's is {LABELS[base]}")
+    return lines
 
 
 def notes(doc: dict[str, Any]) -> list[str]:
@@ -177,7 +205,8 @@ def csv_text(doc: dict[str, Any]) -> str:
         s = seed.get(r["row"], {})
         line = {"row": r["row"], **{f"kept_{k}": v for k, v in r["kept"].items()}, "params": r["params"],
                 "mmacs": r["mmacs"], "acc_before_finetune": r.get("acc_before_finetune")}
-        for key in [k for k in r if k.startswith(("acc_", "kb_", "ms_", "agrees_")) and k != "acc_before_finetune"]:
+        for key in [k for k in r if k.startswith(("acc_", "kb_", "ms_", "agrees_", "mac_cut", "lat_"))
+                    and k != "acc_before_finetune"]:
             line[key] = r[key]
             if key in SEED.get(r["row"], {}):
                 line[f"seed_{key}"] = s[key]

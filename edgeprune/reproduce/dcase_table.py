@@ -97,7 +97,7 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
     # Devices are not part of the run's identity: each is its own step, so asking for another adds only that.
     identity = {k: v for k, v in settings.to_json().items() if k != "devices"}
     steps = StepLog(work, identity, progress=progress,
-                    total=3 + 3 * len(ROWS) + 1 + len(settings.devices))
+                    total=3 + 3 * len(ROWS) + 1 + len(settings.devices) + ("desktop" in settings.devices))
     steps.say(f"work folder {work}; {settings.profile} profile, {settings.framework}, data: {data.info.get('source')} "
               f"({len(data['train'])} train / {len(data['validation'])} validation / {len(data['test'])} test clips)")
 
@@ -129,6 +129,11 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
         exports[name] = steps.run(f"export {name}", lambda: _export(path, bundle, calib, data, settings, progress),
                                   outputs=(bundle,))
 
+    paired = None
+    if "desktop" in settings.devices:  # latency cut against MAC cut: pairs timed in one process, not one-shot numbers
+        paired = steps.run("paired latency against the baseline",
+                           lambda: _paired_latency(work / "export", exports, settings))
+
     bench = {}
     # desktop first: emulated boards are checked against its outputs
     for device in sorted(settings.devices, key=lambda d: d != "desktop"):
@@ -139,7 +144,8 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
                                   outputs=(stem.with_suffix(".json"),))
 
     doc = dcase_results.build(settings, data.info, baseline, kept, recovery, exports, bench, steps.seconds(),
-                              wall_seconds=round(time.time() - started, 1), command=command_line(settings, work, out))
+                              wall_seconds=round(time.time() - started, 1), command=command_line(settings, work, out),
+                              paired=paired)
     dcase_results.write(doc, Path(out))
     steps.say(f"wrote {out}.md, .csv, .json, .png")
     return doc
@@ -237,3 +243,23 @@ def _export(path: Path, bundle: Path, calib: np.ndarray, data, settings: Setting
                                            "accuracy": a["parity"]["accuracy"], "top1_agreement": a["parity"]["top1_agreement"],
                                            "cosine": a["parity"]["cosine"], "transpose_ops": a["transpose_ops"]}
                           for a in manifest["artifacts"]}}
+
+
+def _paired_latency(exports_dir: Path, exports: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Each pruned row's file against the baseline's at every precision, in alternating blocks in one process
+    (1 thread, XNNPACK): the medians and the median per-round ratio."""
+    from edgeprune.bench import paired_latency
+
+    tiny = settings.profile == "tiny"
+    out: dict[str, Any] = {}
+    for name, ex in exports.items():
+        if name == BASELINE:
+            continue
+        for q, art in ex["artifacts"].items():
+            base = exports_dir / BASELINE / exports[BASELINE]["artifacts"][q]["file"]
+            timed = paired_latency(str(base), str(exports_dir / name / art["file"]), rounds=2 if tiny else 12,
+                                   block=5 if tiny else 50)
+            out.setdefault(name, {})[q] = {"parent_ms": round(timed["parent_ms"], 4),
+                                           "pruned_ms": round(timed["pruned_ms"], 4), "ratio": round(timed["ratio"], 4),
+                                           "ratio_spread": [round(v, 4) for v in timed["ratio_spread"]]}
+    return out

@@ -1,0 +1,149 @@
+"""Does latency follow the cut? The DCASE 2021 1a baseline (Keras twin, as the DCASE table ships it) and its
+pruned variants, exported to TFLite float32 and full int8, each timed against the parent in alternating blocks in
+one process (1 thread, XNNPACK), beside its MAC cut and the latency table's prediction.
+
+    python -m edgeprune.latency.study --out benchmarks/results/latency_follows_cut
+
+Variants: the seed's C1 (11/16/32) and C1+C2+C3 (11/11/25) counts, and the latency-aware choice for the
+C1+C2+C3 MAC budget: among counts on the table's measured steps (conv1, conv2, conv3) whose MACs stay within the
+budget, the one with the lowest predicted latency at the precision. Latency does not depend on the weights, so
+the parent is the seeded initial model; which channels stay is immaterial here (the DCASE job keeps passive's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune import checkpoint
+from edgeprune.errors import EdgepruneError
+
+SEED_ROWS = {"baseline (16/16/32)": (16, 16, 32), "C1 (11/16/32)": (11, 16, 32),
+             "C1+C2+C3 (11/11/25)": (11, 11, 25)}
+LAYERS = ("conv1", "conv2", "conv3")
+
+
+def _variant(parent: checkpoint.Checkpoint, counts: tuple[int, ...], out: Path) -> Path:
+    from edgeprune.pruning.api import apply_keep
+    from edgeprune.pruning.transforms import Transform
+
+    keep = {n: list(range(c)) for n, c in zip(LAYERS, counts)}
+    child, _ = apply_keep(parent.model, parent.framework, parent.arch, keep)
+    checkpoint.save(out, child, parent.framework, parent.arch, parent.classes, force=True,
+                    transforms=[Transform("channels", {"keep": keep}, {"criterion": "first channels (timing)"})])
+    return out
+
+
+def _macs(path: Path) -> int:
+    from edgeprune.models.measure import measure
+
+    ckpt = checkpoint.load(path)
+    return measure(ckpt.model, ckpt.framework, ckpt.arch)["macs"]
+
+
+def latency_aware(doc: dict[str, Any], precision: str, parent: checkpoint.Checkpoint,
+                  macs_budget: float) -> tuple[int, ...]:
+    """Counts on the measured steps of each layer, within the MAC budget, with the lowest predicted latency
+    (ties: more channels)."""
+    from edgeprune.latency.table import channel_counts, predict, steps_of
+    from edgeprune.models.measure import measure
+    from edgeprune.pruning.api import apply_keep
+
+    options = [steps_of(doc, precision, n) for n in LAYERS]
+    best = None
+    for counts in itertools.product(*options):
+        child, _ = apply_keep(parent.model, parent.framework, parent.arch,
+                              {n: list(range(c)) for n, c in zip(LAYERS, counts)})
+        if measure(child, parent.framework, parent.arch)["macs"] > macs_budget:
+            continue
+        key = (predict(doc, precision, channel_counts(child, parent.framework)), -sum(counts))
+        if best is None or key < best[0]:
+            best = (key, counts)
+    if best is None:
+        raise EdgepruneError(f"no counts on the measured steps fit {macs_budget:,.0f} MACs")
+    return best[1]
+
+
+def run(out: Path, rounds: int = 12, block: int = 50) -> str:
+    from edgeprune.bench import load_devices, paired_latency
+    from edgeprune.export import export
+    from edgeprune.latency import build
+    from edgeprune.latency.table import channel_counts, predict
+    from edgeprune.frameworks import get_adapter
+    from edgeprune.models import arch_spec, build as build_model
+    from edgeprune.models.registry import task_of
+    from edgeprune.results import write_result
+
+    arch = arch_spec("dcase2021_baseline")
+    with tempfile.TemporaryDirectory(prefix="edgeprune-study-") as tmp:
+        work = Path(tmp)
+        get_adapter("keras").seed_everything(0)
+        checkpoint.save(work / "parent", build_model(arch, "keras"), "keras", arch, None)
+        parent = checkpoint.load(work / "parent")
+        runner = load_devices().make_runner("desktop", log=print)
+        doc, table_path = build.build(work / "parent", runner, ("fp32", "int8"), force=True)
+        variants = {name: _variant(parent, c, work / name.split(" ")[0]) for name, c in SEED_ROWS.items()}
+        budget = _macs(variants["C1+C2+C3 (11/11/25)"])
+        for q in ("fp32", "int8"):
+            counts = latency_aware(doc, q, parent, budget)
+            name = f"latency-aware {q} ({'/'.join(map(str, counts))})"
+            variants[name] = _variant(parent, counts, work / f"aware-{q}")
+        rng = np.random.default_rng(0)
+        calib = {f.name: rng.normal(size=(32, *f.shape)).astype(np.float32) for f in task_of(arch).inputs}
+        files: dict[str, dict[str, Path]] = {}
+        for name, path in {"parent": work / "parent", **variants}.items():
+            try:
+                export(path, work / "export", formats="tflite", quant="fp32,int8", calib=calib, eval_x=calib,
+                       force=True, progress=False, name=path.name)
+            except EdgepruneError as exc:  # random inputs: parity may reject; the file still times as shipped
+                if getattr(exc, "manifest", None) is None:
+                    raise
+            bundle = work / "export" / path.name
+            files[name] = {q: next(p for p in (bundle / f"model_{q}.tflite", bundle / "rejected" / f"model_{q}.tflite")
+                                   if p.exists()) for q in ("fp32", "int8")}
+        parent_macs = _macs(work / "parent")
+        rows = []
+        for name, path in variants.items():
+            ckpt = checkpoint.load(path)
+            counts = channel_counts(ckpt.model, ckpt.framework)
+            macs = _macs(path)
+            row: dict[str, Any] = {"model": name, "macs_cut": round(1 - macs / parent_macs, 4)}
+            for q in ("fp32", "int8"):
+                if name.startswith("latency-aware") and q not in name:
+                    continue
+                timed = paired_latency(str(files["parent"][q]), str(files[name][q]), rounds=rounds, block=block)
+                predicted = predict(doc, q, counts)
+                row[f"{q}_ms"] = round(timed["pruned_ms"], 3)
+                row[f"{q}_parent_ms"] = round(timed["parent_ms"], 3)
+                row[f"{q}_latency_cut"] = round(1 - timed["ratio"], 4)
+                row[f"{q}_cut_over_mac_cut"] = round((1 - timed["ratio"]) / row["macs_cut"], 3) \
+                    if row["macs_cut"] > 0.01 else None
+                row[f"{q}_predicted_ms"] = round(predicted, 3)
+                row[f"{q}_prediction_error"] = round(predicted / timed["pruned_ms"] - 1, 4)
+            rows.append(row)
+        steps = {q: {n: doc["precisions"][q]["layers"][n]["out"] for n in LAYERS} for q in ("fp32", "int8")}
+        method = (f"paired_latency: {rounds} rounds of {block} invokes alternating with the parent's file, 1 thread, "
+                  f"XNNPACK; latency table {table_path.name} (conv1..3 out curves, ms: {steps})")
+        columns = ["model", "macs_cut"] + [f"{q}_{k}" for q in ("fp32", "int8")
+                                          for k in ("ms", "latency_cut", "cut_over_mac_cut", "predicted_ms",
+                                                    "prediction_error")]
+        return write_result(out, "Latency against the cut: DCASE baseline variants, float32 and full int8",
+                            f"python -m edgeprune.latency.study --out {out}", method, rows, columns)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/bench-host/latency_follows_cut")
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--block", type=int, default=50)
+    args = p.parse_args(argv)
+    print(run(Path(args.out), args.rounds, args.block))
+
+
+if __name__ == "__main__":
+    main()
