@@ -145,3 +145,25 @@ def test_a_latency_budget_meets_the_predicted_fraction_or_says_how_close(parent,
     assert proc.returncode == 2 and "cannot be met" in proc.stderr and "still take" in proc.stderr
     proc = _prune(parent, tmp_path, "--ratio", "0.5", "--device", "desktop", "--force")
     assert proc.returncode == 2 and "--device applies to" in proc.stderr
+
+
+def test_counts_for_a_mac_budget_land_on_the_stairs_ends(parent, tmp_path):
+    from edgeprune.latency.choose import counts_for_macs
+    from edgeprune.models.measure import measure
+    from edgeprune.pruning.api import apply_keep
+
+    doc = _cached_table(tmp_path, parent)
+    ckpt = checkpoint.load(parent, framework="torch")
+    doc["geometry"] = {n: g.to_json() for n, g in layer_grid.geometry(
+        ckpt.model, [s.shape for s in input_specs(ARCH, "torch")]).items()}
+
+    def macs_at(width: int) -> int:
+        child, _ = apply_keep(ckpt.model, "torch", ARCH, {"block1.conv1": list(range(width))})
+        return measure(child, "torch", ARCH)["macs"]
+
+    # 1-3 channels are one stair (1 ms), 4 the next (3 ms): the stairs end at 3 and 4
+    choose = lambda budget: counts_for_macs(doc, "int8", ckpt.model, "torch", ARCH, ["block1.conv1"], budget)  # noqa
+    assert choose(macs_at(3)) == {"block1.conv1": 3}
+    assert choose(macs_at(4)) == {"block1.conv1": 4}  # the whole budget, on a stair's end
+    assert choose(macs_at(3) + 1) == {"block1.conv1": 3}  # 4 does not fit; 3 ends the stair below
+    assert choose(macs_at(2)) == {"block1.conv1": 2}  # no stair end fits: any count on the lowest stair

@@ -48,6 +48,14 @@ def test_tiny_run_writes_the_table_in_the_seeds_layout(tiny_run):
         assert 0 < r["mac_cut"] < 1 and all(f"lat_cut_{q}" in r for q in ("fp32", "fp16", "dynamic", "int8"))
         for q, timed in doc["paired"][r["row"]].items():
             assert r["lat_cut_" + q] == pytest.approx(1 - timed["ratio"], abs=1e-4)
+    # a latency-aware twin of every seed row: within the seed row's MAC budget, counts on the measured int8 steps
+    assert [r["row"] for r in doc["latency_rows"]] == [f"{name} (latency)" for name, _ in ROWS]
+    seed_rows = {r["row"]: r for r in doc["rows"]}
+    for r in doc["latency_rows"]:
+        assert r["mac_cut"] >= seed_rows[r["row"][: -len(" (latency)")]]["mac_cut"] - 1e-9
+        assert r["acc_int8_seed_counts"] == seed_rows[r["row"][: -len(" (latency)")]]["acc_int8"]
+        assert ("lat_cut_int8" in r) == doc["exported"][r["row"]]["int8"]  # timed unless parity rejected it
+    assert "## Latency-aware rows" in md
     assert (tmp / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = list(csv.DictReader((tmp / "table.csv").open()))
     assert [line["row"] for line in lines] == [r["row"] for r in doc["rows"]]

@@ -53,10 +53,11 @@ def cut_inputs(ckpt: checkpoint.Checkpoint, geoms: dict, prunable: list[str]) ->
 
 
 def build(checkpoint_path: Path, runner: Any, precisions: tuple[str, ...] = ("fp32", "int8"), rounds: int = 8,
-          block: int = 30, cache: Path = CACHE, force: bool = False,
-          log: Callable[[str], None] = print) -> tuple[dict[str, Any], Path]:
+          block: int = 30, cache: Path = CACHE, force: bool = False, log: Callable[[str], None] = print,
+          layers: list[str] | None = None, max_points: int = tables.MAX_POINTS) -> tuple[dict[str, Any], Path]:
     """The latency table of a checkpoint on the runner's target; from the cache when it holds one for this
-    device and model (the device is known once the grid has run there: the cache is keyed by the fingerprint)."""
+    device and model (the device is known once the grid has run there: the cache is keyed by the fingerprint).
+    `layers`: sweep only these prunable layers (default all); `max_points`: counts per sweep (a stride above)."""
     from edgeprune.export import export
     from edgeprune.models.registry import input_specs, task_of
     from edgeprune.pruning.api import prunable_channels
@@ -66,6 +67,8 @@ def build(checkpoint_path: Path, runner: Any, precisions: tuple[str, ...] = ("fp
         raise EdgepruneError(f"precisions {bad}: the latency grid has fp32 and int8")
     spec = checkpoint.read_spec(Path(checkpoint_path))
     key = model_key(spec)
+    if layers is not None or max_points != tables.MAX_POINTS:  # a partial or coarser table is another table
+        key += "-" + hashlib.sha256(json.dumps([sorted(layers or []), max_points]).encode()).hexdigest()[:6]
     index = cache / "index.json"  # target name -> device key, so a cached table is found before any timing
     known = json.loads(index.read_text()) if index.is_file() else {}
     if not force and runner.target in known:
@@ -79,7 +82,12 @@ def build(checkpoint_path: Path, runner: Any, precisions: tuple[str, ...] = ("fp
     shapes = [s.shape for s in input_specs(ckpt.arch, "torch")]
     geoms = geometry(ckpt.model, shapes)
     prunable = [n for n in prunable_channels(ckpt.model, "torch", ckpt.arch) if n in geoms]
-    points = tables.sweep_points(geoms, prunable, cut_inputs(ckpt, geoms, prunable))
+    if layers is not None:
+        unknown = sorted(set(layers) - set(prunable))
+        if unknown:
+            raise EdgepruneError(f"layers {unknown} are not prunable layers of this model ({', '.join(prunable)})")
+        prunable = [n for n in prunable if n in layers]
+    points = tables.sweep_points(geoms, prunable, cut_inputs(ckpt, geoms, prunable), max_points)
     log(f"[latency] {sum(len(p) for p in points.values())} single-layer shapes x {len(precisions)} precisions")
     with tempfile.TemporaryDirectory(prefix="edgeprune-latency-") as tmp:
         grid = Path(tmp) / "grid"

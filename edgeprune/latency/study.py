@@ -13,7 +13,6 @@ the parent is the seeded initial model; which channels stay is immaterial here (
 from __future__ import annotations
 
 import argparse
-import itertools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,33 +45,11 @@ def _macs(path: Path) -> int:
     return measure(ckpt.model, ckpt.framework, ckpt.arch)["macs"]
 
 
-def latency_aware(doc: dict[str, Any], precision: str, parent: checkpoint.Checkpoint,
-                  macs_budget: float) -> tuple[int, ...]:
-    """Counts on the measured steps of each layer, within the MAC budget, with the lowest predicted latency
-    (ties: more channels)."""
-    from edgeprune.latency.table import channel_counts, predict, steps_of
-    from edgeprune.models.measure import measure
-    from edgeprune.pruning.api import apply_keep
-
-    options = [steps_of(doc, precision, n) for n in LAYERS]
-    best = None
-    for counts in itertools.product(*options):
-        child, _ = apply_keep(parent.model, parent.framework, parent.arch,
-                              {n: list(range(c)) for n, c in zip(LAYERS, counts)})
-        if measure(child, parent.framework, parent.arch)["macs"] > macs_budget:
-            continue
-        key = (predict(doc, precision, channel_counts(child, parent.framework)), -sum(counts))
-        if best is None or key < best[0]:
-            best = (key, counts)
-    if best is None:
-        raise EdgepruneError(f"no counts on the measured steps fit {macs_budget:,.0f} MACs")
-    return best[1]
-
-
 def run(out: Path, rounds: int = 12, block: int = 50) -> str:
     from edgeprune.bench import load_devices, paired_latency
     from edgeprune.export import export
     from edgeprune.latency import build
+    from edgeprune.latency.choose import counts_for_macs
     from edgeprune.latency.table import channel_counts, predict
     from edgeprune.frameworks import get_adapter
     from edgeprune.models import arch_spec, build as build_model
@@ -86,11 +63,12 @@ def run(out: Path, rounds: int = 12, block: int = 50) -> str:
         checkpoint.save(work / "parent", build_model(arch, "keras"), "keras", arch, None)
         parent = checkpoint.load(work / "parent")
         runner = load_devices().make_runner("desktop", log=print)
-        doc, table_path = build.build(work / "parent", runner, ("fp32", "int8"), force=True)
+        doc, table_path = build.build(work / "parent", runner, ("fp32", "int8"), force=True, layers=list(LAYERS))
         variants = {name: _variant(parent, c, work / name.split(" ")[0]) for name, c in SEED_ROWS.items()}
         budget = _macs(variants["C1+C2+C3 (11/11/25)"])
         for q in ("fp32", "int8"):
-            counts = latency_aware(doc, q, parent, budget)
+            chosen = counts_for_macs(doc, q, parent.model, parent.framework, parent.arch, list(LAYERS), budget)
+            counts = tuple(chosen[n] for n in LAYERS)
             name = f"latency-aware {q} ({'/'.join(map(str, counts))})"
             variants[name] = _variant(parent, counts, work / f"aware-{q}")
         rng = np.random.default_rng(0)

@@ -23,22 +23,23 @@ from edgeprune.latency.layer_grid import Geometry, file_name
 MAX_POINTS = 48  # per sweep: wider layers are sampled on a stride (plus their full width)
 
 
-def sweep(full: int) -> list[int]:
-    """The channel counts timed for a layer of `full` channels: all of them up to MAX_POINTS, else a stride."""
-    stride = max(1, math.ceil(full / MAX_POINTS))
+def sweep(full: int, max_points: int = MAX_POINTS) -> list[int]:
+    """The channel counts timed for a layer of `full` channels: all of them up to max_points, else a stride."""
+    stride = max(1, math.ceil(full / max_points))
     return sorted(set(range(stride, full + 1, stride)) | {1, full})
 
 
-def sweep_points(geoms: dict[str, Geometry], out_layers: list[str], in_layers: list[str]) -> dict[str, list]:
+def sweep_points(geoms: dict[str, Geometry], out_layers: list[str], in_layers: list[str],
+                 max_points: int = MAX_POINTS) -> dict[str, list]:
     """(cin, cout) points per layer: output sweeps at full input for `out_layers` (their channels are pruned),
     input sweeps at full output for `in_layers` (their input is), and every layer at full width."""
     points: dict[str, set[tuple[int, int]]] = {}
     for name, g in geoms.items():
         pts = {(g.cin, g.cout)}
         if name in out_layers:
-            pts |= {(g.cin, c) for c in sweep(g.cout)}
+            pts |= {(g.cin, c) for c in sweep(g.cout, max_points)}
         if name in in_layers:
-            pts |= {(c, g.cout) for c in sweep(g.cin)}
+            pts |= {(c, g.cout) for c in sweep(g.cin, max_points)}
         points[name] = pts
     return {name: sorted(p) for name, p in points.items()}
 
@@ -57,8 +58,8 @@ def assemble(geoms: dict[str, Geometry], timed: dict[str, Any], precisions: tupl
                 entry = files.get(file_name(name, cin, cout, q))
                 return None if entry is None else entry["ms"]
 
-            out_curve = {c: t for c in sweep(g.cout) if (t := ms(g.cin, c)) is not None}
-            in_curve = {c: t for c in sweep(g.cin) if (t := ms(c, g.cout)) is not None}
+            out_curve = {c: t for c in range(1, g.cout + 1) if (t := ms(g.cin, c)) is not None}
+            in_curve = {c: t for c in range(1, g.cin + 1) if (t := ms(c, g.cout)) is not None}
             layers[name] = {"full_ms": ms(g.cin, g.cout), "out": out_curve, "in": in_curve}
         whole_ms = files[whole[q]]["ms"]
         rest = whole_ms - sum(v["full_ms"] for v in layers.values())

@@ -30,7 +30,8 @@ def seed_params() -> dict[str, int]:
 
 def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: dict[str, list[int]],
           recovery: dict[str, Any], exports: dict[str, Any], bench: dict[str, Any], seconds: dict[str, float],
-          wall_seconds: float, command: str = "", paired: dict[str, Any] | None = None) -> dict[str, Any]:
+          wall_seconds: float, command: str = "", paired: dict[str, Any] | None = None,
+          choices: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results document: our rows, the seed's, differences, relations, size comparison, step times."""
     rows = []
     for name, layers in [("baseline", ())] + ROWS:
@@ -58,6 +59,23 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
                 else:
                     row[f"ms_{device}_{q}"] = None if r.get("median_ms") is None else round(r["median_ms"], 3)
         rows.append(row)
+    latency_rows = []
+    for name, choice in (choices or {}).items():
+        ex = exports[name]
+        row = {"row": name, "kept": {layer: choice["counts"].get(layer, FULL_WIDTH[layer]) for layer in LAYERS},
+               "seed_kept": {layer: choice["seed_counts"].get(layer, FULL_WIDTH[layer]) for layer in LAYERS},
+               "params": ex["params"], "mmacs": round(ex["macs"] / 1e6, 1),
+               "mac_cut": round(1 - ex["macs"] / exports["baseline"]["macs"], 4)}
+        twin = next(r for r in rows if r["row"] == name[: -len(" (latency)")])
+        for q in PRECISIONS:
+            row[f"acc_{q}"] = round(100 * ex["artifacts"][q]["accuracy"], 2)
+            row[f"acc_{q}_seed_counts"] = twin[f"acc_{q}"]
+        for q, timed in ((paired or {}).get(name) or {}).items():
+            row[f"lat_cut_{q}"] = round(1 - timed["ratio"], 4)
+            row[f"lat_over_mac_{q}"] = round((1 - timed["ratio"]) / row["mac_cut"], 3) if row["mac_cut"] > 0.01 \
+                else None
+            row[f"lat_cut_{q}_seed_counts"] = twin.get(f"lat_cut_{q}")
+        latency_rows.append(row)
     sp = seed_params()
     seed_rows = [{"row": n, "kept": seed_counts(n), "params": sp[n], **SEED[n]} for n, _ in ROWS]
     diffs = []
@@ -79,7 +97,8 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
         "devices": {d: {"emulated": b["emulated"], "fingerprint": b.get("fingerprint"), "results_file": b.get("file")}
                     for d, b in bench.items()},
         "step_seconds": seconds, "wall_seconds": wall_seconds,
-        "command": command, "paired": paired,
+        "command": command, "paired": paired, "latency_rows": latency_rows,
+        "exported": {n: {q: a.get("passed", True) for q, a in ex["artifacts"].items()} for n, ex in exports.items()},
     }
 
 
@@ -156,6 +175,18 @@ def markdown(doc: dict[str, Any]) -> str:
                                                            "cut / MAC cut ") + LABELS[c.rsplit("_", 1)[1]]
                                                           for c in cols])]
         parts += [""] + [f"- {line}" for line in ship_precision(doc)]
+    if doc.get("latency_rows"):
+        lrows = [{**r, "counts": "/".join(str(r["kept"][n]) for n in LAYERS),
+                  "seed": "/".join(str(r["seed_kept"][n]) for n in LAYERS)} for r in doc["latency_rows"]]
+        cols = ["row", "seed", "counts", "mac_cut", "acc_fp32_seed_counts", "acc_fp32", "acc_int8_seed_counts",
+                "acc_int8", "lat_cut_fp32_seed_counts", "lat_cut_fp32", "lat_cut_int8_seed_counts", "lat_cut_int8"]
+        parts += ["", "## Latency-aware rows (the seed row's MAC budget; counts on this machine's measured full-int8 "
+                      "latency steps with the lowest predicted int8 latency; passive's best channels; fine-tuned and "
+                      "exported the same way)", "",
+                  markdown_table(lrows, cols, ["row", "seed counts C1/C2/C3", "latency-aware counts", "MAC cut",
+                                               "acc % fp32 (seed counts)", "acc % fp32", "acc % int8 (seed counts)",
+                                               "acc % int8", "latency cut fp32 (seed counts)", "latency cut fp32",
+                                               "latency cut int8 (seed counts)", "latency cut int8"])]
     parts += ["", "## Notes", ""] + [f"- {n}" for n in notes(doc)]
     parts += ["", "## Wall time per step (s)", "",
               markdown_table([{"step": k, "seconds": v} for k, v in doc["step_seconds"].items()], ["step", "seconds"]),
@@ -180,6 +211,7 @@ def ship_precision(doc: dict[str, Any]) -> list[str]:
 def notes(doc: dict[str, Any]) -> list[str]:
     """What a reader needs to read the figures, derived from them."""
     rows = {r["row"]: r for r in doc["rows"]}
+    rejected = [f"{name} {q}" for name, r in (doc.get("exported") or {}).items() for q, ok in r.items() if not ok]
     ours = rows["C1+C2+C3"]["kept"]
     out = [f"Kept filters: the passive rule on our baseline keeps C1 {ours['conv1']}, C2 {ours['conv2']}, C3 "
            f"{ours['conv3']}; the authors' stored indices keep C1 11, C2 11, C3 22."]
@@ -191,6 +223,9 @@ def notes(doc: dict[str, Any]) -> list[str]:
                    f"trained for the {s['profile']} profile's epochs only, and each pruned model then trains "
                    f"{s['finetune_epochs'] or 'the profile'} more epochs from those weights, so the comparison favours "
                    "the pruned rows. In the seed, trained to convergence, every pruned row is below its baseline.")
+    if rejected:
+        out.append(f"Files that failed the export's parity gate (kept under rejected/, their accuracy shown, not "
+                   f"timed): {', '.join(rejected)}.")
     if doc["data"].get("source") == "synthetic":
         out.append("Accuracies are on the synthetic scenes and are not comparable with the seed's real-data figures; "
                    "the relations between columns and the sizes are.")

@@ -55,6 +55,7 @@ class Settings:
     devices: list[str] = field(default_factory=lambda: ["desktop"])
     bench_runs: int = 30
     thresholds: dict[str, float] = field(default_factory=dict)
+    latency_rows: bool = True  # with desktop: a latency-aware twin of every seed row (same MAC budget)
 
     def __post_init__(self) -> None:
         # Resolved here, so the work folder records the number actually used.
@@ -97,7 +98,8 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
     # Devices are not part of the run's identity: each is its own step, so asking for another adds only that.
     identity = {k: v for k, v in settings.to_json().items() if k != "devices"}
     steps = StepLog(work, identity, progress=progress,
-                    total=3 + 3 * len(ROWS) + 1 + len(settings.devices) + ("desktop" in settings.devices))
+                    total=3 + 3 * len(ROWS) + 1 + len(settings.devices) + ("desktop" in settings.devices)
+                    + (1 + 4 * len(ROWS) if _latency_rows(settings) else 0))
     steps.say(f"work folder {work}; {settings.profile} profile, {settings.framework}, data: {data.info.get('source')} "
               f"({len(data['train'])} train / {len(data['validation'])} validation / {len(data['test'])} test clips)")
 
@@ -120,6 +122,21 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
                                   lambda: _finetune(pruned, data, ft_profile, settings, tuned, progress),
                                   outputs=(tuned,))
         models[row] = tuned
+
+    choices = {}
+    if _latency_rows(settings):
+        table = steps.run("latency table on desktop", lambda: _latency_table(base_path, settings, work))
+        for row, layers in ROWS:
+            name = f"{row} (latency)"
+            pruned, tuned = work / "pruned" / name, work / "finetuned" / name
+            choices[name] = steps.run(f"latency-aware counts {row}",
+                                      lambda: _latency_counts(base_path, settings, work, table, row, layers))
+            keep = choices[name]["keep"]
+            steps.run(f"prune {name}", lambda: _prune(base_path, settings.framework, keep, pruned), outputs=(pruned,))
+            recovery[name] = steps.run(f"fine-tune {name}",
+                                       lambda: _finetune(pruned, data, ft_profile, settings, tuned, progress),
+                                       outputs=(tuned,))
+            models[name] = tuned
 
     train = data["train"]
     calib = train.x[sample_indices(train, settings.calib, settings.seed, stratify=True)]
@@ -145,7 +162,7 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
 
     doc = dcase_results.build(settings, data.info, baseline, kept, recovery, exports, bench, steps.seconds(),
                               wall_seconds=round(time.time() - started, 1), command=command_line(settings, work, out),
-                              paired=paired)
+                              paired=paired, choices=choices)
     dcase_results.write(doc, Path(out))
     steps.say(f"wrote {out}.md, .csv, .json, .png")
     return doc
@@ -232,16 +249,17 @@ def _finetune(pruned: Path, data, profile, settings: Settings, out: Path, progre
 
 
 def _export(path: Path, bundle: Path, calib: np.ndarray, data, settings: Settings, progress: bool) -> dict[str, Any]:
-    from edgeprune.export import export
+    from edgeprune.reproduce.shared import export_or_rejected
 
     test = data["test"]
-    manifest = export(path, bundle.parent, formats="tflite", quant=",".join(PRECISIONS), calib=calib,
+    manifest = export_or_rejected(path, bundle.parent, formats="tflite", quant=",".join(PRECISIONS), calib=calib,
                       eval_x=test.x, eval_y=test.y, thresholds=settings.thresholds or None, force=True,
                       progress=progress, name=bundle.name, framework=settings.framework)
     return {"seconds": manifest["seconds"], "params": manifest["source"]["params"], "macs": manifest["source"]["macs"],
             "artifacts": {a["precision"]: {"file": a["file"], "size_bytes": a["size_bytes"],
                                            "accuracy": a["parity"]["accuracy"], "top1_agreement": a["parity"]["top1_agreement"],
-                                           "cosine": a["parity"]["cosine"], "transpose_ops": a["transpose_ops"]}
+                                           "cosine": a["parity"]["cosine"], "transpose_ops": a["transpose_ops"],
+                                           "passed": a["passed"]}
                           for a in manifest["artifacts"]}}
 
 
@@ -257,9 +275,49 @@ def _paired_latency(exports_dir: Path, exports: dict[str, Any], settings: Settin
             continue
         for q, art in ex["artifacts"].items():
             base = exports_dir / BASELINE / exports[BASELINE]["artifacts"][q]["file"]
-            timed = paired_latency(str(base), str(exports_dir / name / art["file"]), rounds=2 if tiny else 12,
-                                   block=5 if tiny else 50)
+            pruned = exports_dir / name / art["file"]
+            if not (base.exists() and pruned.exists()):  # a file parity rejected is not timed
+                continue
+            timed = paired_latency(str(base), str(pruned), rounds=2 if tiny else 12, block=5 if tiny else 50)
             out.setdefault(name, {})[q] = {"parent_ms": round(timed["parent_ms"], 4),
                                            "pruned_ms": round(timed["pruned_ms"], 4), "ratio": round(timed["ratio"], 4),
                                            "ratio_spread": [round(v, 4) for v in timed["ratio_spread"]]}
     return out
+
+
+def _latency_rows(settings: Settings) -> bool:
+    return settings.latency_rows and "desktop" in settings.devices
+
+
+def _latency_table(base_path: Path, settings: Settings, work: Path) -> dict[str, Any]:
+    """The baseline's latency table on this machine for conv1..3 (tiny: a coarse grid, one round)."""
+    from edgeprune.bench import load_devices
+    from edgeprune.latency import build
+
+    tiny = settings.profile == "tiny"
+    runner = load_devices().make_runner("desktop", log=lambda line: None)
+    _, path = build.build(base_path, runner, ("fp32", "int8"), rounds=1 if tiny else 8, block=2 if tiny else 30,
+                          cache=work / "latency", force=True, log=lambda line: None, layers=list(LAYERS),
+                          max_points=4 if tiny else 48)
+    return {"path": str(path)}
+
+
+def _latency_counts(base_path: Path, settings: Settings, work: Path, table: dict[str, Any], row: str,
+                    layers: tuple[str, ...]) -> dict[str, Any]:
+    """The seed row's MAC budget met by counts on the measured full-int8 steps with the lowest predicted int8
+    latency; each layer keeps its best channels by the same passive scores."""
+    from edgeprune.latency import table as tables
+    from edgeprune.latency.choose import counts_for_macs
+    from edgeprune.models.measure import measure
+    from edgeprune.scoring import Scores
+
+    base = checkpoint.load(base_path, framework=settings.framework)
+    seed_row = checkpoint.load(work / "pruned" / row, framework=settings.framework)
+    budget = measure(seed_row.model, seed_row.framework, seed_row.arch)["macs"]
+    doc = tables.load(Path(table["path"]))
+    counts = counts_for_macs(doc, "int8", base.model, base.framework, base.arch, list(layers), budget)
+    scores = Scores.load(work / "scores.json")
+    keep = {n: sorted(int(i) for i in np.argsort(-scores.layers[n].scores, kind="stable")[:c])
+            for n, c in counts.items()}
+    return {"counts": counts, "keep": keep, "macs_budget": budget,
+            "seed_counts": {n: len(k) for n, k in seed_row.transforms[-1].params["keep"].items()}}

@@ -1,0 +1,111 @@
+"""Channel counts chosen by the latency table for a MAC budget: every pruned layer at the END of one of its
+measured stairs (no channels paid for and left unused), the combination using the most of the budget, ties to
+the lower predicted latency. Minimising latency alone would cut to one channel wherever that is a step cheaper;
+the budget is the user's statement of how much compute the task needs."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.latency.layer_grid import Geometry
+from edgeprune.latency.steps import stairs
+from edgeprune.latency.table import channel_counts
+
+
+def _stair_levels(curve: dict[Any, float], tolerance: float) -> dict[int, float]:
+    """Every measured count mapped to its stair's level (median time)."""
+    c = {int(k): float(v) for k, v in curve.items()}
+    if len(c) < 2:
+        return c
+    out = {}
+    for first, last, level in stairs(c, tolerance):
+        out.update({n: level for n in c if first <= n <= last})
+    return out
+
+
+def _level(levels: dict[int, float], count: float) -> float:
+    """The stair level at a count: that of the smallest measured count at or above it (a count between two
+    measured ones runs on the upper one's tiles)."""
+    above = [n for n in sorted(levels) if n >= count]
+    return levels[above[0]] if above else levels[max(levels)]
+
+
+def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework: str, arch: dict[str, Any],
+                    layers: list[str], macs_budget: float, tolerance: float = 0.05,
+                    limit: int = 200_000) -> dict[str, int]:
+    """Counts of `layers` (the others kept whole), each at the end of one of its measured stairs, using the most
+    MACs within the budget (ties: the lower stair-read predicted latency, then more channels). MACs and widths are
+    computed from the layers' geometry and how each pruned layer feeds the next (one real cut per layer finds
+    that), so every combination is priced without surgery; the choice is then cut for real and its MACs
+    checked."""
+    from edgeprune.models.measure import measure
+    from edgeprune.pruning.api import apply_keep
+
+    t = table["precisions"][precision]
+    geoms = {n: Geometry(**{**g, **{k: tuple(v) for k, v in g.items() if isinstance(v, list)}})
+             for n, g in table["geometry"].items()}
+    full = channel_counts(model, framework)
+    feeds: dict[str, tuple[str, float]] = {}  # consumer -> (pruned layer feeding it, input channels per channel)
+    for n in layers:
+        half = max(1, full[n][1] // 2)
+        child, _ = apply_keep(model, framework, arch, {n: list(range(half))})
+        for consumer, (cin, _) in channel_counts(child, framework).items():
+            if consumer != n and cin != full[consumer][0]:
+                feeds[consumer] = (n, full[consumer][0] / full[n][1])
+    levels = {n: (_stair_levels(e["out"], tolerance), _stair_levels(e["in"], tolerance), e["full_ms"])
+              for n, e in t["layers"].items()}
+    base_macs = sum(g.macs(g.cin, g.cout) for g in geoms.values())
+    offset = measure(model, framework, arch)["macs"] - base_macs  # MACs outside the grid's layers (none, usually)
+
+    def widths(counts: dict[str, int]) -> dict[str, tuple[int, int]]:
+        out = {}
+        for name, (cin, cout) in full.items():
+            if name in feeds:
+                src, per = feeds[name]
+                cin = int(round(counts.get(src, full[src][1]) * per))
+            out[name] = (cin, counts.get(name, cout))
+        return out
+
+    def priced(counts: dict[str, int]) -> tuple[float, float]:
+        w = widths(counts)
+        macs = offset + sum(g.macs(*w[n]) for n, g in geoms.items())
+        ms = t["rest_ms"]
+        for n, (out_lv, in_lv, full_ms) in levels.items():
+            cin, cout = w[n]
+            out_ms = _level(out_lv, cout) if len(out_lv) > 1 else full_ms
+            ms += out_ms * (_level(in_lv, cin) / full_ms if len(in_lv) > 1 else 1.0)
+        return macs, ms
+
+    def search(options: list[list[int]]):
+        if np.prod([len(o) for o in options], dtype=np.int64) > limit:
+            raise EdgepruneError(f"too many count combinations for {layers} (at most {limit})")
+        best = None
+        for combo in itertools.product(*options):
+            counts = dict(zip(layers, combo))
+            macs, ms = priced(counts)
+            if macs > macs_budget:
+                continue
+            key = (-macs, round(ms, 9), -sum(combo))
+            if best is None or key < best[0]:
+                best = (key, counts)
+        return best
+
+    ends = [sorted({last for _, last, _ in stairs({int(k): v for k, v in t["layers"][n]["out"].items()},
+                                                   tolerance)} | {full[n][1]})
+            if len(t["layers"][n]["out"]) > 1 else list(range(1, full[n][1] + 1)) for n in layers]
+    best = search(ends)
+    if best is None:  # no stair ends fit: a layer may also take any count on its lowest stair (all cost the same)
+        best = search([sorted(set(e) | set(range(1, e[0] + 1))) for e in ends])
+    if best is None:
+        raise EdgepruneError(f"no counts of {layers} on the measured stairs fit {macs_budget:,.0f} MACs")
+    counts = best[1]
+    child, _ = apply_keep(model, framework, arch, {n: list(range(c)) for n, c in counts.items()})
+    real = measure(child, framework, arch)["macs"]
+    if real > macs_budget:
+        raise EdgepruneError(f"the chosen counts {counts} take {real:,} MACs, over the budget {macs_budget:,.0f} "
+                             "(the geometry's MAC count disagrees with the model's)")
+    return counts
