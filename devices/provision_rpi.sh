@@ -7,6 +7,8 @@
 # EDGEPRUNE_VENV=DIR puts the venv elsewhere (then pass --python DIR/bin/python to edgeprune bench).
 # Installs python3-venv with sudo apt-get if it is missing. Safe to re-run. Exit status 1 on an error; warnings
 # (governor, throttling, heat) are printed and do not fail it.
+# The same venv times latency tables: on the HOST, `edgeprune latency-table CKPT --device rpi4` builds the layer
+# grid there, copies it here over ssh, times it with `python -m benchmarks.grid` and caches the table per board.
 set -euo pipefail
 
 VENV="${EDGEPRUNE_VENV:-$HOME/edgeprune/venv}"
@@ -15,7 +17,7 @@ PACKAGES=()
 for arg in "$@"; do
   case "$arg" in
     --check) CHECK_ONLY=1 ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     -*) echo "provision_rpi.sh: error: unknown option $arg (see --help)" >&2; exit 2 ;;
     *) PACKAGES+=("$arg") ;;
   esac

@@ -167,3 +167,16 @@ def test_counts_for_a_mac_budget_land_on_the_stairs_ends(parent, tmp_path):
     assert choose(macs_at(4)) == {"block1.conv1": 4}  # the whole budget, on a stair's end
     assert choose(macs_at(3) + 1) == {"block1.conv1": 3}  # 4 does not fit; 3 ends the stair below
     assert choose(macs_at(2)) == {"block1.conv1": 2}  # no stair end fits: any count on the lowest stair
+
+
+def test_paired_timing_returns_each_files_time_and_the_ratio_with_its_spread(parent, tmp_path):
+    from edgeprune.bench import paired_latency
+
+    geoms = layer_grid.geometry(checkpoint.load(parent, framework="torch").model,
+                                [s.shape for s in input_specs(ARCH, "torch")], layers=["block1.conv1"])
+    layer_grid.build_grid(geoms, {"block1.conv1": [(4, 1), (4, 4)]}, tmp_path, ("fp32",), progress=False)
+    a, b = (str(tmp_path / layer_grid.file_name("block1.conv1", 4, c, "fp32")) for c in (4, 1))
+    timed = paired_latency(a, b, rounds=4, block=3)
+    assert timed["parent_ms"] > 0 and timed["pruned_ms"] > 0
+    low, high = timed["ratio_spread"]
+    assert low <= timed["ratio"] <= high  # the median of the per-round ratios lies within their range
