@@ -52,3 +52,10 @@ def test_bad_curves_are_one_line():
         steps.stairs({4: 1.0})
     with pytest.raises(EdgepruneError, match="positive finite"):
         steps.stairs({4: 1.0, 8: float("nan")})
+
+
+def test_a_rise_below_the_absolute_floor_is_not_a_step():
+    """A layer taking 0.02 ms whose time jitters by 10 % is noise beside a 1 ms model: min_ms filters it."""
+    sliver = {n: 0.020 if n % 3 else 0.022 for n in range(1, 13)}
+    assert len(steps.step_counts(sliver)) > 1
+    assert steps.step_counts(sliver, min_ms=0.01) == [12]

@@ -180,3 +180,16 @@ def test_paired_timing_returns_each_files_time_and_the_ratio_with_its_spread(par
     assert timed["parent_ms"] > 0 and timed["pruned_ms"] > 0
     low, high = timed["ratio_spread"]
     assert low <= timed["ratio"] <= high  # the median of the per-round ratios lies within their range
+
+
+def test_a_layers_steps_include_those_of_the_layers_it_feeds():
+    """conv a's own time is flat in its output count, but b reads a's channels and steps after 8 of them (an int8
+    kernel's input tile): cutting a below 9 pays, anywhere else within a stair does not."""
+    doc = {"precisions": {"int8": {"layers": {
+        "a": {"full_ms": 1.0, "out": {str(k): 1.0 for k in range(1, 17)}, "in": {}},
+        "b": {"full_ms": 2.0, "out": {}, "in": {str(k): 1.0 if k <= 8 else 2.0 for k in range(1, 17)}}}}},
+        "feeds": {"a": {"b": 1.0}}}
+    assert table.steps_of(doc, "int8", "a") == [8, 16]
+    assert table.count_curve(doc, "int8", "a")[9] == pytest.approx(3.0)
+    del doc["feeds"]
+    assert table.steps_of(doc, "int8", "a") == [16]

@@ -37,6 +37,21 @@ def device_key(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+def feeds(ckpt: checkpoint.Checkpoint, prunable: list[str]) -> dict[str, dict[str, float]]:
+    """For each prunable layer, the layers its output feeds (their input width changes when it alone is cut) and
+    how many input channels of theirs each of its channels is (1, or the positions a flatten spreads it over)."""
+    from edgeprune.latency.table import channel_counts
+    from edgeprune.pruning.api import apply_keep
+
+    full = channel_counts(ckpt.model, "torch")
+    out: dict[str, dict[str, float]] = {}
+    for n in prunable:
+        child, _ = apply_keep(ckpt.model, "torch", ckpt.arch, {n: list(range(max(1, full[n][1] // 2)))})
+        out[n] = {c: full[c][0] / full[n][1] for c, (cin, _) in channel_counts(child, "torch").items()
+                  if c != n and cin != full[c][0]}
+    return out
+
+
 def cut_inputs(ckpt: checkpoint.Checkpoint, geoms: dict, prunable: list[str]) -> list[str]:
     """The layers whose input width changes when the prunable layers are cut (halve them all and look)."""
     from edgeprune.models.registry import input_specs
@@ -112,6 +127,7 @@ def build(checkpoint_path: Path, runner: Any, precisions: tuple[str, ...] = ("fp
         timed = runner.time_grid(grid, Path(tmp) / "grid.json", rounds=rounds, block=block)
     table = tables.assemble(geoms, timed, precisions, whole, timed["device"], key)
     table["target"] = runner.target
+    table["feeds"] = feeds(ckpt, prunable)
     dev = device_key(timed["device"])
     path = tables.save(table, cache / dev / f"{key}.json")
     known[runner.target] = dev

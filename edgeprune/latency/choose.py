@@ -13,7 +13,7 @@ import numpy as np
 from edgeprune.errors import EdgepruneError
 from edgeprune.latency.layer_grid import Geometry
 from edgeprune.latency.steps import stairs
-from edgeprune.latency.table import channel_counts
+from edgeprune.latency.table import channel_counts, steps_of
 
 
 def _stair_levels(curve: dict[Any, float], tolerance: float) -> dict[int, float]:
@@ -94,8 +94,7 @@ def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework
                 best = (key, counts)
         return best
 
-    ends = [sorted({last for _, last, _ in stairs({int(k): v for k, v in t["layers"][n]["out"].items()},
-                                                   tolerance)} | {full[n][1]})
+    ends = [sorted(set(steps_of(table, precision, n, tolerance)) | {full[n][1]})
             if len(t["layers"][n]["out"]) > 1 else list(range(1, full[n][1] + 1)) for n in layers]
     best = search(ends)
     if best is None:  # no stair ends fit: a layer may also take any count on its lowest stair (all cost the same)

@@ -23,13 +23,15 @@ def _checked(curve: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
     return n, ms
 
 
-def stairs(curve: dict[int, float], tolerance: float = 0.05) -> list[tuple[int, int, float]]:
+def stairs(curve: dict[int, float], tolerance: float = 0.05, min_ms: float = 0.0) -> list[tuple[int, int, float]]:
     """The curve as stairs (first count, last count, level ms): a new stair starts where the time rises more than
-    `tolerance` (relative) above the current stair's level; the level is the median time on the stair."""
+    `tolerance` (relative) above the current stair's level and by more than `min_ms` (so the jitter of a layer
+    that takes a sliver of the model's time is not a step); the level is the median time on the stair."""
     n, ms = _checked(curve)
     out, start, level_ms = [], 0, [ms[0]]
     for i in range(1, len(n)):
-        if ms[i] > np.median(level_ms) * (1 + tolerance):
+        level = np.median(level_ms)
+        if ms[i] > level * (1 + tolerance) and ms[i] - level > min_ms:
             out.append((int(n[start]), int(n[i - 1]), float(np.median(level_ms))))
             start, level_ms = i, [ms[i]]
         else:
@@ -38,9 +40,9 @@ def stairs(curve: dict[int, float], tolerance: float = 0.05) -> list[tuple[int, 
     return out
 
 
-def step_counts(curve: dict[int, float], tolerance: float = 0.05) -> list[int]:
+def step_counts(curve: dict[int, float], tolerance: float = 0.05, min_ms: float = 0.0) -> list[int]:
     """The counts worth keeping: the last count of every stair (the most channels at that time), ascending."""
-    return [last for _, last, _ in stairs(curve, tolerance)]
+    return [last for _, last, _ in stairs(curve, tolerance, min_ms)]
 
 
 def round_up(count: int, steps: list[int]) -> int:

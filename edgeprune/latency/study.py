@@ -63,7 +63,7 @@ def run(out: Path, rounds: int = 12, block: int = 50) -> str:
         checkpoint.save(work / "parent", build_model(arch, "keras"), "keras", arch, None)
         parent = checkpoint.load(work / "parent")
         runner = load_devices().make_runner("desktop", log=print)
-        doc, table_path = build.build(work / "parent", runner, ("fp32", "int8"), force=True, layers=list(LAYERS))
+        doc, table_path = build.build(work / "parent", runner, ("fp32", "int8"), layers=list(LAYERS))
         variants = {name: _variant(parent, c, work / name.split(" ")[0]) for name, c in SEED_ROWS.items()}
         budget = _macs(variants["C1+C2+C3 (11/11/25)"])
         for q in ("fp32", "int8"):

@@ -107,13 +107,33 @@ def predict(table: dict[str, Any], precision: str, counts: dict[str, tuple[int, 
     return t["rest_ms"] + sum(layer_ms(entry, *counts[n]) for n, entry in t["layers"].items())
 
 
-def steps_of(table: dict[str, Any], precision: str, layer: str, tolerance: float = 0.05) -> list[int]:
-    """The output counts worth keeping for a layer on this target (the last count of each measured stair)."""
-    entry = table["precisions"][precision]["layers"].get(layer)
+def count_curve(table: dict[str, Any], precision: str, layer: str) -> dict[int, float]:
+    """What a layer's output count costs on the target, count by count: its own output curve plus the input curves
+    of the layers it feeds (a conv's count is the next conv's input width, often where the time steps)."""
+    t = table["precisions"][precision]["layers"]
+    entry = t.get(layer)
     if entry is None:
         raise EdgepruneError(f"layer '{layer}' is not in the latency table")
-    curve = _ints(entry["out"])
-    return steps.step_counts(curve, tolerance) if len(curve) > 1 else sorted(curve)
+    own = _ints(entry["out"])
+    counts = sorted(own) if len(own) > 1 else [int(max(own or {1: 0}))]
+    curve = {k: (steps.interpolate(own, k) if len(own) > 1 else entry["full_ms"]) for k in counts}
+    for consumer, per in (table.get("feeds") or {}).get(layer, {}).items():
+        inc = _ints(t[consumer]["in"]) if consumer in t else {}
+        if len(inc) > 1:
+            curve = {k: v + steps.interpolate(inc, k * per) for k, v in curve.items()}
+    return curve
+
+
+MIN_STEP = 0.01  # of the whole file's time: a smaller rise is not a step worth a channel count
+
+
+def steps_of(table: dict[str, Any], precision: str, layer: str, tolerance: float = 0.05) -> list[int]:
+    """The output counts worth keeping for a layer on this target: the last count of each stair of `count_curve`
+    (its own time and that of the layers it feeds); a rise under 1 % of the whole file's time is noise, not a
+    step."""
+    curve = count_curve(table, precision, layer)
+    min_ms = MIN_STEP * table["precisions"][precision].get("whole_ms", 0.0)
+    return steps.step_counts(curve, tolerance, min_ms) if len(curve) > 1 else sorted(curve)
 
 
 def _ints(curve: dict[Any, float]) -> dict[int, float]:
