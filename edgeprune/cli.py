@@ -251,6 +251,15 @@ def cmd_prune(args: argparse.Namespace) -> None:
     for note in result.notes:
         print(f"note: {note}")
     total = lambda key: sum(r[key] for r in result.table)  # noqa: E731
+    if latency is not None:  # what the target's table predicts for this cut, beside the MAC cut
+        from edgeprune.latency.table import channel_counts, predict
+
+        doc, q = latency
+        before = predict(doc, q, channel_counts(ckpt.model, ckpt.framework))
+        after = predict(doc, q, channel_counts(result.model, ckpt.framework))
+        mac_cut = 1 - total("macs_after") / total("macs_before")
+        print(f"predicted {q} latency on {doc.get('target', 'the target')}: {before:.3f} -> {after:.3f} ms (cut "
+              f"{1 - after / before:.1%} for a MAC cut of {mac_cut:.1%}); time the exported file to confirm")
     print(f"params {total('params_before'):,} -> {total('params_after'):,}, MACs {total('macs_before'):,} -> "
           f"{total('macs_after'):,}; wrote {out} (table in {out / 'pruning.json'})")
 

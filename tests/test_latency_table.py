@@ -141,6 +141,7 @@ def test_a_latency_budget_meets_the_predicted_fraction_or_says_how_close(parent,
     model = checkpoint.load(tmp_path / "out", framework="torch").model
     predicted = table.predict(doc, "int8", table.channel_counts(model, "torch"))
     assert predicted <= 0.7 * 8.5
+    assert f"-> {predicted:.3f} ms" in proc.stdout  # the prediction is printed beside the MAC cut
     proc = _prune(parent, tmp_path, "--budget", "latency=0.3", "--force")
     assert proc.returncode == 2 and "cannot be met" in proc.stderr and "still take" in proc.stderr
     proc = _prune(parent, tmp_path, "--ratio", "0.5", "--device", "desktop", "--force")
