@@ -194,7 +194,7 @@ def main(argv=None) -> None:
     import torch
 
     import edgeprune
-    from edgeprune.bench import paired_latency
+    from edgeprune.paired import paired_latency
     from edgeprune.export import export_model
     from edgeprune.frameworks import framework_of
     from edgeprune.models.measure import measure

@@ -171,7 +171,7 @@ def test_counts_for_a_mac_budget_land_on_the_stairs_ends(parent, tmp_path):
 
 
 def test_paired_timing_returns_each_files_time_and_the_ratio_with_its_spread(parent, tmp_path):
-    from edgeprune.bench import paired_latency
+    from edgeprune.paired import paired_latency
 
     geoms = layer_grid.geometry(checkpoint.load(parent, framework="torch").model,
                                 [s.shape for s in input_specs(ARCH, "torch")], layers=["block1.conv1"])
@@ -194,3 +194,26 @@ def test_a_layers_steps_include_those_of_the_layers_it_feeds():
     assert table.count_curve(doc, "int8", "a")[9] == pytest.approx(3.0)
     del doc["feeds"]
     assert table.steps_of(doc, "int8", "a") == [16]
+
+
+def test_export_vs_a_parent_bundle_adds_the_latency_cut_beside_the_mac_cut(parent, tmp_path):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(CLI + list(args), capture_output=True, text=True, cwd=tmp_path)
+
+    common = ["--format", "tflite", "--quant", "fp32", "--profile", "tiny", "--calib", "8", "--eval", "8",
+              "--out", str(tmp_path / "export")]
+    assert run("export", str(parent), *common, "--name", "parent").returncode == 0
+    assert run("prune", str(parent), "--criterion", "l1", "--ratio", "0.5", "--out", str(tmp_path / "half")
+               ).returncode == 0
+    proc = run("export", str(tmp_path / "half"), *common, "--vs", str(tmp_path / "export" / "parent"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours = json.loads((tmp_path / "export" / "half" / "manifest.json").read_text())
+    theirs = json.loads((tmp_path / "export" / "parent" / "manifest.json").read_text())
+    (art,) = ours["artifacts"]
+    assert art["vs_parent"]["mac_cut"] == pytest.approx(1 - ours["source"]["macs"] / theirs["source"]["macs"],
+                                                        abs=1e-4)
+    low, high = art["vs_parent"]["ratio_spread"]
+    assert low <= 1 - art["vs_parent"]["latency_cut"] <= high
+    assert "Against the parent bundle" in (tmp_path / "export" / "half" / "REPORT.md").read_text()
+    bad = run("export", str(tmp_path / "half"), *common, "--name", "again", "--vs", str(tmp_path))
+    assert bad.returncode == 2 and "not an export bundle" in bad.stderr

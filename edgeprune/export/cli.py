@@ -39,6 +39,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="LiteRT / onnxruntime threads for the parity runs")
     p.add_argument("--out", default="export", help="bundles go to OUT/NAME (default export/)")
     p.add_argument("--name", help="bundle name (default: the checkpoint folder's name)")
+    p.add_argument("--vs", metavar="PARENT_BUNDLE",
+                   help="time every TFLite file against the parent bundle's file of the same precision (alternating "
+                        "blocks, one process, on this machine) and add the latency cut beside the MAC cut to the "
+                        "manifest and REPORT.md")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
 
 
@@ -67,6 +71,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     from edgeprune.training.profiles import get_profile
 
     ckpt_path = Path(args.checkpoint)
+    if args.vs and not (Path(args.vs) / "manifest.json").is_file():
+        raise EdgepruneError(f"--vs {args.vs}: not an export bundle (no manifest.json)")
     spec = read_spec(ckpt_path)
     name = args.name or ckpt_path.resolve().name
     refuse_overwrite(Path(args.out) / name, args.force)  # before loading data
@@ -93,4 +99,9 @@ def cmd_export(args: argparse.Namespace) -> None:
             print(markdown_table(table_rows(manifest), table_columns(manifest)))
         raise
     print(markdown_table(table_rows(manifest), table_columns(manifest)))
+    if args.vs:
+        from edgeprune.export.manifest import compare_to_parent
+
+        rows = compare_to_parent(Path(args.out) / manifest["name"], Path(args.vs))
+        print(markdown_table(rows, ["file", "parent_ms", "ms", "mac_cut", "latency_cut", "cut_over_mac_cut"]))
     print(f"wrote {Path(args.out) / manifest['name']} ({manifest['seconds']['total']:.1f} s)")

@@ -75,6 +75,15 @@ def write_report(folder: Path, manifest: dict[str, Any]) -> None:
         markdown_table(table_rows(manifest), table_columns(manifest)),
         "",
     ]
+    versus = [a for a in manifest["artifacts"] if a.get("vs_parent")]
+    if versus:
+        parent = manifest.get("vs_parent") or {}
+        lines += [f"Against the parent bundle `{parent.get('bundle')}` ({parent.get('macs', 0) / 1e6:.1f} M MACs): each "
+                  "file timed with the parent's file of the same precision in alternating blocks in one process "
+                  "(LiteRT, 1 thread, XNNPACK), on this machine.", "",
+                  markdown_table([{"file": a["file"], **a["vs_parent"]} for a in versus],
+                                 ["file", "parent_ms", "ms", "mac_cut", "latency_cut", "cut_over_mac_cut"],
+                                 ["file", "parent ms", "ms", "MAC cut", "latency cut", "latency cut / MAC cut"]), ""]
     rejected = [a["file"] for a in manifest["artifacts"] if not a["passed"]]
     if rejected:
         lines += [f"Rejected (moved to `rejected/`, see `rejected/parity.json`): {', '.join(rejected)}", ""]
@@ -83,3 +92,37 @@ def write_report(folder: Path, manifest: dict[str, Any]) -> None:
     lines.append(f"\nTotal export time {manifest['seconds']['total']:.1f} s. Tools: "
                  + ", ".join(f"{k} {v}" for k, v in manifest["tools"].items()) + ".")
     (folder / "REPORT.md").write_text("\n".join(lines) + "\n")
+
+
+def compare_to_parent(bundle: Path, parent: Path, rounds: int = 12, block: int = 50) -> list[dict[str, Any]]:
+    """Time each .tflite of `bundle` against the parent bundle's file of the same precision (alternating blocks,
+    one process) and add the latency cut beside the MAC cut to manifest.json and REPORT.md; returns the rows."""
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.paired import paired_latency
+
+    bundle, parent = Path(bundle), Path(parent)
+    try:
+        theirs = json.loads((parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        raise EdgepruneError(f"--vs {parent}: not an export bundle (no readable manifest.json)") from None
+    ours = json.loads((bundle / "manifest.json").read_text())
+    mac_cut = 1 - ours["source"]["macs"] / theirs["source"]["macs"]
+    by_precision = {a["precision"]: a for a in theirs["artifacts"] if a["format"] == "tflite" and a["passed"]}
+    rows = []
+    for a in ours["artifacts"]:
+        other = by_precision.get(a["precision"])
+        if a["format"] != "tflite" or not a["passed"] or other is None:
+            continue
+        timed = paired_latency(str(parent / other["file"]), str(bundle / a["file"]), rounds=rounds, block=block)
+        cut = 1 - timed["ratio"]
+        a["vs_parent"] = {"parent_ms": round(timed["parent_ms"], 4), "ms": round(timed["pruned_ms"], 4),
+                          "mac_cut": round(mac_cut, 4), "latency_cut": round(cut, 4),
+                          "cut_over_mac_cut": round(cut / mac_cut, 3) if mac_cut > 0.01 else None,
+                          "ratio_spread": [round(v, 4) for v in timed["ratio_spread"]]}
+        rows.append({"file": a["file"], **a["vs_parent"]})
+    if not rows:
+        raise EdgepruneError(f"--vs {parent}: no TFLite file of a precision both bundles have")
+    ours["vs_parent"] = {"bundle": str(parent), "macs": theirs["source"]["macs"]}
+    write_manifest(bundle, ours)
+    write_report(bundle, ours)
+    return rows

@@ -46,9 +46,10 @@ def _macs(path: Path) -> int:
 
 
 def run(out: Path, rounds: int = 12, block: int = 50) -> str:
-    from edgeprune.bench import load_devices, paired_latency
+    from edgeprune.bench import load_devices
     from edgeprune.export import export
     from edgeprune.latency import build
+    from edgeprune.paired import paired_latency
     from edgeprune.latency.choose import counts_for_macs
     from edgeprune.latency.table import channel_counts, predict
     from edgeprune.frameworks import get_adapter

@@ -269,7 +269,7 @@ def _export(path: Path, bundle: Path, data: Dataset, settings: Settings, progres
 
 def _latency(exports: Path, names: list[str], settings: Settings) -> dict[str, Any]:
     """Each exported model's TFLite time against the parent's, per precision, in alternating blocks."""
-    from edgeprune.bench import paired_latency
+    from edgeprune.paired import paired_latency
 
     out: dict[str, Any] = {}
     for name in names:

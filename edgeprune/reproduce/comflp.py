@@ -391,7 +391,7 @@ def _export(path: Path, bundle: Path, data: Dataset, settings: Settings, progres
 
 def _paired(exports: Path, settings: Settings) -> dict[str, Any]:
     """The pruned file's time against the parent's, per precision, in alternating blocks in one process."""
-    from edgeprune.bench import paired_latency
+    from edgeprune.paired import paired_latency
 
     out = {}
     for q in ("fp32", "int8"):

@@ -266,7 +266,7 @@ def _export(path: Path, bundle: Path, calib: np.ndarray, data, settings: Setting
 def _paired_latency(exports_dir: Path, exports: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Each pruned row's file against the baseline's at every precision, in alternating blocks in one process
     (1 thread, XNNPACK): the medians and the median per-round ratio."""
-    from edgeprune.bench import paired_latency
+    from edgeprune.paired import paired_latency
 
     tiny = settings.profile == "tiny"
     out: dict[str, Any] = {}

@@ -443,7 +443,7 @@ def _export(edge: Path, bundle: Path, phones: Dataset, settings: Settings, progr
 
 def _latency(exports: Path, names: list[str], settings: Settings) -> dict[str, Any]:
     """Every model's TFLite time against the teacher's, per precision, in alternating blocks in one process."""
-    from edgeprune.bench import paired_latency
+    from edgeprune.paired import paired_latency
 
     out: dict[str, Any] = {}
     for name in names:
