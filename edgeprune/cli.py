@@ -228,8 +228,15 @@ def cmd_prune(args: argparse.Namespace) -> None:
         latency = _latency_table(args)
     elif args.device:
         raise EdgepruneError("--device applies to --budget latency=F and --round-to auto")
+    predictor = None
+    if latency is not None:
+        from edgeprune.latency.table import channel_counts, predict
+
+        doc, q = latency
+        predictor = (lambda model, fw: predict(doc, q, channel_counts(model, fw)),
+                     f"{q} on {doc.get('target', 'the target')}")
     target = Target(keep=keep, ratio=args.ratio, layer_ratios=layer_ratios, rule=args.rule, budget=budget,
-                    round_to=round_to, global_ranking=args.global_ranking, latency=latency,
+                    round_to=round_to, global_ranking=args.global_ranking, latency=predictor,
                     steps=_latency_steps(latency) if auto else None)
     ckpt = checkpoint.load(Path(args.checkpoint))
     scores = None
@@ -293,7 +300,7 @@ def cmd_prune_layers(args: argparse.Namespace) -> None:
     from edgeprune.data.datasets import sample_indices
     from edgeprune.fileio import refuse_overwrite
     from edgeprune.pruning.layer_run import save_layer_drop, search_layers
-    from edgeprune.pruning.layer_surgery import encoder_layers
+    from edgeprune.models.encoder import encoder_layers
     from edgeprune.scoring.layer_states import parse_measure
     from edgeprune.tables import markdown_table
     from edgeprune.training import run

@@ -15,10 +15,11 @@ import torch
 from edgeprune import checkpoint
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import arch_spec, build
+from edgeprune.models.encoder import encoder_layers, hidden_states
 from edgeprune.models.hf_encoder import param_count
 from edgeprune.models.registry import get_entry, input_specs, task_of
 from edgeprune.pruning import transforms
-from edgeprune.pruning.layer_surgery import drop_layers, encoder_layers, hidden_states
+from edgeprune.pruning.layer_surgery import drop_layers
 from edgeprune.pruning.transforms import Transform
 
 N_LAYERS, DROP = 6, [2, 3, 5]

@@ -84,7 +84,7 @@ def test_the_table_has_its_sections_and_its_claims(tiny_run):
 def test_the_pruned_checkpoint_replays_its_layer_drop(tiny_run):
     tmp, doc, _, _ = tiny_run
     from edgeprune import checkpoint
-    from edgeprune.pruning.layer_surgery import encoder_layers
+    from edgeprune.models.encoder import encoder_layers
 
     label = doc["exported_model"]
     ckpt = checkpoint.load(tmp / "work" / "finetuned" / label)

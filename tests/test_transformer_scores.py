@@ -14,7 +14,7 @@ from conftest import randomize
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import arch_spec, build
-from edgeprune.pruning.layer_surgery import encoder_layers
+from edgeprune.models.encoder import encoder_layers
 from edgeprune.scoring.transformer_scores import (
     context_importance,
     ffn_keep,

@@ -19,9 +19,9 @@ import torch
 from edgeprune import checkpoint
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import arch_spec, build
+from edgeprune.models.encoder import encoder_layers
 from edgeprune.models.registry import input_specs, task_of
 from edgeprune.pruning import transforms
-from edgeprune.pruning.layer_surgery import encoder_layers
 from edgeprune.pruning.transformer_surgery import (
     factorize,
     keep_ffn_units,

@@ -88,7 +88,8 @@ def save_layer_drop(ckpt: checkpoint.Checkpoint, drop: list[int], out: Path, rec
     (replayed on load) recording the parent, sizes and `record` (the measure that chose them); the search that
     chose them beside it (`layer_search.json`)."""
     from edgeprune.models.measure import measure
-    from edgeprune.pruning.layer_surgery import drop_layers, encoder_layers
+    from edgeprune.models.encoder import encoder_layers
+    from edgeprune.pruning.layer_surgery import drop_layers
     from edgeprune.pruning.run import carried_files
 
     model = drop_layers(ckpt.model, list(drop))

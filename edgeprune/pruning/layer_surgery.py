@@ -14,21 +14,11 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.models.encoder import encoder_layers
 from edgeprune.pruning.transforms import register_transform
 
 if TYPE_CHECKING:
     import torch
-
-
-def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The encoder's layer list (`model.encoder.layers`), or one clear error for a model without one."""
-    import torch
-
-    layers = getattr(getattr(model, "encoder", None), "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise EdgepruneError(f"{type(model).__name__} has no encoder layer list (encoder.layers); layer pruning "
-                             "needs a transformer encoder")
-    return layers
 
 
 def _checked(drop: Any, n_layers: int) -> list[int]:
@@ -76,16 +66,6 @@ def drop_layers(model: torch.nn.Module, drop: list[int]) -> torch.nn.Module:
     layers = encoder_layers(child)
     child.encoder.layers = torch.nn.ModuleList(layer for i, layer in enumerate(layers, start=1) if i not in drop)
     return child
-
-
-def hidden_states(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The model's per-layer hidden states for input x: index 0 the state entering layer 1, index i the output of
-    layer i."""
-    fn = getattr(model, "hidden_states", None)
-    if not callable(fn):
-        raise EdgepruneError(f"{type(model).__name__} does not give per-layer hidden states (no hidden_states(x) "
-                             "method); layer scoring needs an encoder that does")
-    return list(fn(x))
 
 
 @register_transform("layers")

@@ -117,9 +117,7 @@ def prune(model: Any, example_inputs: Any = None, criterion: str = "l1", target:
         child = cut(model, framework, plan.expand(keep), examples)[0]
         out = measure(child, framework, input_shapes=shapes)
         if goal.latency is not None:
-            from edgeprune.latency.table import channel_counts, predict
-
-            out["latency"] = predict(goal.latency[0], goal.latency[1], channel_counts(child, framework))
+            out["latency"] = goal.latency[0](child, framework)
         return out
 
     if goal.keep is not None:

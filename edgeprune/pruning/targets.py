@@ -10,7 +10,7 @@ do; the per-layer table that `prune` prints shows what that means in parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,7 +29,8 @@ class Target:
     budget: tuple[str, float] | None = None  # ("params" | "macs" | "latency", fraction of the parent to keep)
     round_to: int = 1
     steps: dict[str, list[int]] | None = None  # --round-to auto: per layer, the counts the target's latency steps at
-    latency: tuple[dict, str] | None = None  # (latency table, precision): what a latency budget predicts with
+    # what a latency budget predicts with: (predict(model, framework) -> ms, what it is, e.g. "int8 on desktop")
+    latency: tuple[Callable[[Any, str], float], str] | None = None
     tolerance: float = 0.01
     global_ranking: bool = False  # with `ratio`: one ranking over every scored channel instead of per layer
 
@@ -43,8 +44,7 @@ class Target:
             return "per-layer ratios " + ", ".join(f"{k}={v}" for k, v in self.layer_ratios.items())
         if self.rule:
             return "the criterion's own keep rule"
-        extra = f" ({self.latency[1]}, predicted on {self.latency[0].get('target', 'the target')})" \
-            if self.budget[0] == "latency" and self.latency else ""
+        extra = f" (predicted, {self.latency[1]})" if self.budget[0] == "latency" and self.latency else ""
         return f"budget {self.budget[0]}={self.budget[1]}{extra}"
 
 
@@ -69,14 +69,18 @@ def parse_budget(text: str) -> tuple[str, float]:
     return kind, fraction
 
 
+def _next_step(count: int, steps: list[int], channels: int) -> int:
+    """The smallest count worth keeping at or above `count` (the end of its latency stair), at most `channels`."""
+    above = [s for s in sorted(steps) if count <= s <= channels]
+    return above[0] if above else channels
+
+
 def _round_keep(keep: list[int], order: np.ndarray, channels: int, round_to: int,
                 steps: list[int] | None = None) -> list[int]:
     """Grow a keep-list to a multiple of round_to, or to the next of `steps` (counts where the target's latency
     steps), with the next-best channels (order: best first)."""
     if steps:
-        from edgeprune.latency.steps import round_up
-
-        want = min(channels, round_up(len(keep), [s for s in steps if s <= channels] + [channels]))
+        want = _next_step(len(keep), steps, channels)
     else:
         want = min(channels, int(np.ceil(len(keep) / round_to) * round_to))
     extra = [int(i) for i in order if int(i) not in set(keep)][: want - len(keep)]
@@ -232,11 +236,7 @@ def _meet_latency(target: Target, scores: Scores, measure) -> dict[str, list[int
         out = []
         for n, c in sizes.items():
             k = max(1, int(np.ceil(c * (1 - r) - 1e-9)))
-            if steps.get(n):
-                from edgeprune.latency.steps import round_up
-
-                k = min(c, round_up(k, [s for s in steps[n] if s <= c] + [c]))
-            out.append(k)
+            out.append(_next_step(k, steps[n], c) if steps.get(n) else k)
         return tuple(out)
 
     cache: dict[tuple[int, ...], float] = {}

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.pruning.layer_surgery import encoder_layers
+from edgeprune.models.encoder import encoder_layers
 from edgeprune.pruning.transforms import register_transform
 
 if TYPE_CHECKING:

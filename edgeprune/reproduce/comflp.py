@@ -253,7 +253,7 @@ def _evaluate(path: Path, data: Dataset) -> dict[str, Any]:
 
 
 def _layers(model: Any) -> Any:
-    from edgeprune.pruning.layer_surgery import encoder_layers
+    from edgeprune.models.encoder import encoder_layers
 
     return encoder_layers(model)
 

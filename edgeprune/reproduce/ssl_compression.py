@@ -310,7 +310,7 @@ def _ffn(teacher: Path, width: int, out: Path, phones: Dataset, settings: Settin
 def _low_rank(teacher: Path, budget: float, out: Path, phones: Dataset, settings: Settings,
               progress: bool) -> dict[str, Any]:
     """fc1 and fc2 of every layer factorised by SVD to `budget` of their parameters."""
-    from edgeprune.pruning.layer_surgery import encoder_layers
+    from edgeprune.models.encoder import encoder_layers
     from edgeprune.pruning.transformer_surgery import factorize, rank_for_budget
     from edgeprune.training import ssl
 

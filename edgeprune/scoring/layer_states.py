@@ -41,7 +41,7 @@ def collect_states(model: Any, arrays: list[np.ndarray], frames: np.ndarray | No
     sample's valid input frames, e.g. the phones data's meta["frames"])."""
     import torch
 
-    from edgeprune.pruning.layer_surgery import hidden_states
+    from edgeprune.models.encoder import hidden_states
 
     if len(arrays) != 1:
         raise EdgepruneError(f"layer scoring reads encoders of one input; this model takes {len(arrays)}")

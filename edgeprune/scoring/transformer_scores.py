@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.pruning.layer_surgery import encoder_layers
+from edgeprune.models.encoder import encoder_layers
 
 if TYPE_CHECKING:
     import torch

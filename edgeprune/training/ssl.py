@@ -234,7 +234,7 @@ def distill(student: SSLState, teacher: SSLState, logmel: np.ndarray, frames: np
     params = student.parameters()
     hidden = None
     if objective == "hidden":
-        from edgeprune.pruning.layer_surgery import encoder_layers, hidden_states
+        from edgeprune.models.encoder import encoder_layers, hidden_states
 
         hidden = HiddenPrediction(student.head.in_features, teacher.head.in_features,
                                   hidden_targets(len(encoder_layers(teacher.model))))
