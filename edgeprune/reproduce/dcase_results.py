@@ -180,9 +180,9 @@ def markdown(doc: dict[str, Any]) -> str:
                   "seed": "/".join(str(r["seed_kept"][n]) for n in LAYERS)} for r in doc["latency_rows"]]
         cols = ["row", "seed", "counts", "mac_cut", "acc_fp32_seed_counts", "acc_fp32", "acc_int8_seed_counts",
                 "acc_int8", "lat_cut_fp32_seed_counts", "lat_cut_fp32", "lat_cut_int8_seed_counts", "lat_cut_int8"]
-        parts += ["", "## Latency-aware rows (the seed row's MAC budget; counts on this machine's measured full-int8 "
-                      "latency steps with the lowest predicted int8 latency; passive's best channels; fine-tuned and "
-                      "exported the same way)", "",
+        parts += ["", "## Latency-aware rows (within the seed row's MAC budget, each pruned layer at the end of one "
+                      "of its measured full-int8 latency stairs on this machine, using the most of the budget; "
+                      "passive's best channels; fine-tuned and exported the same way)", "",
                   markdown_table(lrows, cols, ["row", "seed counts C1/C2/C3", "latency-aware counts", "MAC cut",
                                                "acc % fp32 (seed counts)", "acc % fp32", "acc % int8 (seed counts)",
                                                "acc % int8", "latency cut fp32 (seed counts)", "latency cut fp32",
