@@ -48,7 +48,7 @@ def test_tiny_run_writes_the_table_in_the_seeds_layout(tiny_run):
         assert 0 < r["mac_cut"] < 1 and all(f"lat_cut_{q}" in r for q in ("fp32", "fp16", "dynamic", "int8"))
         for q, timed in doc["paired"][r["row"]].items():
             assert r["lat_cut_" + q] == pytest.approx(1 - timed["ratio"], abs=1e-4)
-    # a latency-aware twin of every seed row: within the seed row's MAC budget, counts on the measured int8 steps
+    # every seed row gets a latency-aware twin that stays within the row's MAC budget (the search's constraint)
     assert [r["row"] for r in doc["latency_rows"]] == [f"{name} (latency)" for name, _ in ROWS]
     seed_rows = {r["row"]: r for r in doc["rows"]}
     for r in doc["latency_rows"]:
