@@ -52,21 +52,6 @@ def feeds(ckpt: checkpoint.Checkpoint, prunable: list[str]) -> dict[str, dict[st
     return out
 
 
-def cut_inputs(ckpt: checkpoint.Checkpoint, geoms: dict, prunable: list[str]) -> list[str]:
-    """The layers whose input width changes when the prunable layers are cut (halve them all and look)."""
-    from edgeprune.models.registry import input_specs
-    from edgeprune.pruning.api import apply_keep, example_inputs, prunable_channels
-    from edgeprune.pruning.groups import find_groups
-
-    widths = prunable_channels(ckpt.model, "torch", ckpt.arch)
-    groups = find_groups(ckpt.model, "torch", example_inputs("torch", ckpt.arch))
-    keep = {g.members[0]: list(range(max(1, widths[g.members[0]] // 2))) for g in groups.groups
-            if g.members[0] in prunable}
-    child, _ = apply_keep(ckpt.model, "torch", ckpt.arch, keep)
-    after = geometry(child, [s.shape for s in input_specs(ckpt.arch, "torch")])
-    return [n for n, g in geoms.items() if n in after and after[n].cin != g.cin]
-
-
 def build(checkpoint_path: Path, runner: Any, precisions: tuple[str, ...] = ("fp32", "int8"), rounds: int = 8,
           block: int = 30, cache: Path = CACHE, force: bool = False, log: Callable[[str], None] = print,
           layers: list[str] | None = None, max_points: int = tables.MAX_POINTS) -> tuple[dict[str, Any], Path]:
@@ -102,7 +87,8 @@ def build(checkpoint_path: Path, runner: Any, precisions: tuple[str, ...] = ("fp
         if unknown:
             raise EdgepruneError(f"layers {unknown} are not prunable layers of this model ({', '.join(prunable)})")
         prunable = [n for n in prunable if n in layers]
-    points = tables.sweep_points(geoms, prunable, cut_inputs(ckpt, geoms, prunable), max_points)
+    fed = feeds(ckpt, prunable)
+    points = tables.sweep_points(geoms, prunable, sorted({c for f in fed.values() for c in f}), max_points)
     log(f"[latency] {sum(len(p) for p in points.values())} single-layer shapes x {len(precisions)} precisions")
     with tempfile.TemporaryDirectory(prefix="edgeprune-latency-") as tmp:
         grid = Path(tmp) / "grid"
@@ -127,7 +113,7 @@ def build(checkpoint_path: Path, runner: Any, precisions: tuple[str, ...] = ("fp
         timed = runner.time_grid(grid, Path(tmp) / "grid.json", rounds=rounds, block=block)
     table = tables.assemble(geoms, timed, precisions, whole, timed["device"], key)
     table["target"] = runner.target
-    table["feeds"] = feeds(ckpt, prunable)
+    table["feeds"] = fed
     dev = device_key(timed["device"])
     path = tables.save(table, cache / dev / f"{key}.json")
     known[runner.target] = dev

@@ -51,11 +51,12 @@ def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework
     full = channel_counts(model, framework)
     feeds: dict[str, tuple[str, float]] = {}  # consumer -> (pruned layer feeding it, input channels per channel)
     for n in layers:
-        half = max(1, full[n][1] // 2)
-        child, _ = apply_keep(model, framework, arch, {n: list(range(half))})
-        for consumer, (cin, _) in channel_counts(child, framework).items():
-            if consumer != n and cin != full[consumer][0]:
-                feeds[consumer] = (n, full[consumer][0] / full[n][1])
+        fed = (table.get("feeds") or {}).get(n)
+        if fed is None:  # a table built without them: one real cut tells
+            child, _ = apply_keep(model, framework, arch, {n: list(range(max(1, full[n][1] // 2)))})
+            fed = {c: full[c][0] / full[n][1] for c, (cin, _) in channel_counts(child, framework).items()
+                   if c != n and cin != full[c][0]}
+        feeds.update({consumer: (n, per) for consumer, per in fed.items()})
     levels = {n: (_stair_levels(e["out"], tolerance), _stair_levels(e["in"], tolerance), e["full_ms"])
               for n, e in t["layers"].items()}
     base_macs = sum(g.macs(g.cin, g.cout) for g in geoms.values())
