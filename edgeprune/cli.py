@@ -364,8 +364,7 @@ def cmd_prune_blocks(args: argparse.Namespace) -> None:
         student, transform = block_run.filter_student(ckpt, found["widths"], {"rates": found["rates"], **record})
     recovery = None
     if args.recover_steps:
-        teacher = checkpoint.load(Path(args.checkpoint), framework="torch").model
-        recovery = few_sample.mimic(student, teacher, x, few_sample.Schedule(args.recover_steps),
+        recovery = few_sample.mimic(student, ckpt.model, x, few_sample.Schedule(args.recover_steps),
                                     mix=not args.no_mix, threshold=args.threshold, seed=args.seed)
     checkpoint.save(out, student, "torch", ckpt.arch, ckpt.classes, transforms=[transform], force=args.force,
                     extra={"recovery": recovery})

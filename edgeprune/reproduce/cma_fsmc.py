@@ -231,7 +231,7 @@ def _recover(parent_path: Path, method: str, data: Dataset, n: int, seed: int, c
     from edgeprune.training import few_sample
 
     parent = checkpoint.load(parent_path, framework="torch")
-    teacher = checkpoint.load(parent_path, framework="torch").model
+    teacher = parent.model  # the surgeries copy it; mimicking only reads it
     student, transform = _student(parent, method, choice, plan)
     x, y, _ = _few(data, n, seed, settings)
     torch.manual_seed(settings.seed + seed)
