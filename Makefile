@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: anything that pulls torch later then finds it satisfied (no CUDA download).
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	# the cluster extra (Ray) too: the executor tests start a real Ray here
+	$(BIN)/python -m pip install -q -e ".[dev,cluster]"
 	touch $(STAMP)
 
 system-deps:

@@ -579,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_latency_parser(sub)
 
+    from edgeprune.sweep.cli import add_sweep_parser
+
+    add_sweep_parser(sub)
+
     p = sub.add_parser("demo", help="the headline job (the DCASE quantization table, quick profile) on the built-in data")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--devices", default="desktop", help="benchmark targets (default desktop)")

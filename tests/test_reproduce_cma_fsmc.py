@@ -100,3 +100,19 @@ def test_bad_requests_are_one_line(tmp_path):
     assert proc.returncode == 2 and "expected comma-separated counts" in proc.stderr
     with pytest.raises(EdgepruneError, match="drop 3"):
         Settings(profile="tiny", drop=3)
+
+
+def test_the_ray_executor_recovers_the_same_models_as_local(tiny_run, tmp_path):
+    """The 24 recoveries run as Ray tasks on 2 CPUs: every result but the timing is the same as in series here."""
+    pytest.importorskip("ray", reason="the cluster extra (make test installs it)")
+    from edgeprune.reproduce.executor_study import untimed
+
+    tmp, doc, _, _ = tiny_run
+    proc = _reproduce(tmp_path, "--executor", "ray", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local = json.loads((tmp / "work" / "state.json").read_text())
+    ray = json.loads((tmp_path / "work" / "state.json").read_text())
+    assert set(local["steps"]) == set(ray["steps"]) and local["settings"] == ray["settings"]
+    assert untimed(local, tmp / "work") == untimed(ray, tmp_path / "work")
+    untimed_rows = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert untimed_rows(json.loads((tmp_path / "table.json").read_text())["rows"]) == untimed_rows(doc["rows"])

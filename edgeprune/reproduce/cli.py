@@ -8,6 +8,7 @@ from pathlib import Path
 from edgeprune.errors import EdgepruneError
 
 JOBS = ("dcase-table", "speech-models", "cmc-asp", "comflp", "ssl-compression", "cma-fsmc")
+DECLARED = ("dcase-table", "cma-fsmc")  # jobs whose steps are declared, so any executor runs them
 
 
 def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,12 +55,34 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
                    help="export parity gate, as for `edgeprune export`")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="dcase-table, cma-fsmc: threads each step trains and converts on, under either executor "
+                        "(default 1; results depend on it)")
+    add_executor_arguments(p, "dcase-table, cma-fsmc")
     p.add_argument("--work", help="work folder with every step's files (default runs/reproduce/...)")
     p.add_argument("--out", help="results stem: OUT.md/.csv/.json/.png, rewritten on every run (default "
                                  "WORK/dcase_table, under runs/)")
     p.add_argument("--force", action="store_true", help="start over: delete the work folder first")
     p.set_defaults(func=cmd_reproduce)
     return p
+
+
+def add_executor_arguments(p: argparse.ArgumentParser, applies_to: str) -> None:
+    """--executor, --ray-address, --workers (for the jobs whose steps are declared: `applies_to`)."""
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help=f"{applies_to}: run the steps here one at a time (local, default) or as Ray tasks, "
+                        "independent ones at once (ray; needs edgeprune[cluster]); the results and the resume state "
+                        "are the same")
+    p.add_argument("--ray-address", help="HOST:PORT of a running Ray head (`ray start --head`); default: start Ray "
+                                         "on this machine")
+    p.add_argument("--workers", type=int, help="CPUs of a Ray started on this machine (default: all)")
+
+
+def executor_from_args(args: argparse.Namespace, threads: int = 1):
+    """The executor the arguments ask for (Ray is imported only for --executor ray)."""
+    from edgeprune.reproduce.executors import make_executor
+
+    return make_executor(args.executor, threads=threads, address=args.ray_address, workers=args.workers)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -73,7 +96,7 @@ def settings_from_args(args: argparse.Namespace):
                     checkpoint=args.checkpoint, seed=args.seed, calib=200 if args.calib is None else args.calib,
                     finetune_epochs=args.finetune_epochs, devices=_devices(args.devices or "desktop"),
                     bench_runs=30 if args.bench_runs is None else args.bench_runs,
-                    thresholds=_thresholds(args.threshold))
+                    thresholds=_thresholds(args.threshold), threads=args.threads)
 
 
 def _devices(text: str) -> list[str]:
@@ -120,6 +143,12 @@ def comflp_settings_from_args(args: argparse.Namespace):
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    if args.job not in DECLARED:
+        given = [flag for flag, v in (("--executor ray", args.executor == "ray"), ("--ray-address", args.ray_address),
+                                      ("--workers", args.workers), ("--threads", args.threads != 1)) if v]
+        if given:
+            raise EdgepruneError(f"{' '.join(given)}: {args.job} runs its steps one at a time in this process; the "
+                                 f"executor and thread options apply to {', '.join(DECLARED)} (and edgeprune sweep)")
     if args.job == "cma-fsmc":
         from edgeprune.reproduce import cma_fsmc
 
@@ -132,8 +161,14 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             except ValueError:
                 raise EdgepruneError(f"--samples {args.samples}: expected comma-separated counts, e.g. 50,100,500") \
                     from None
-        cma_fsmc.run(cma_fsmc.Settings(profile=args.profile, seed=args.seed, samples=samples),
-                     Path(args.work) if args.work else None, Path(args.out) if args.out else None, force=args.force)
+        settings = cma_fsmc.Settings(profile=args.profile, seed=args.seed, samples=samples, threads=args.threads)
+        cma_fsmc.check_settings(settings)
+        executor = executor_from_args(args, settings.threads)
+        try:
+            cma_fsmc.run(settings, Path(args.work) if args.work else None, Path(args.out) if args.out else None,
+                         force=args.force, executor=executor)
+        finally:
+            executor.close()
         return
     if args.job == "ssl-compression":
         from edgeprune.reproduce import ssl_compression
@@ -163,8 +198,13 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         cmc_asp.run(cmc_settings_from_args(args), Path(args.work) if args.work else None,
                     Path(args.out) if args.out else None, force=args.force)
         return
-    from edgeprune.reproduce.dcase_table import default_work, run
+    from edgeprune.reproduce.dcase_table import check_settings, default_work, run
 
     settings = settings_from_args(args)
+    check_settings(settings)
     work = Path(args.work) if args.work else default_work(settings)
-    run(settings, work, Path(args.out) if args.out else None, force=args.force)
+    executor = executor_from_args(args, settings.threads)
+    try:
+        run(settings, work, Path(args.out) if args.out else None, force=args.force, executor=executor)
+    finally:
+        executor.close()

@@ -23,6 +23,7 @@ import shlex
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from edgeprune import checkpoint
 from edgeprune.data.datasets import Dataset, sample_indices
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.transforms import Transform
-from edgeprune.reproduce.steps import StepLog
+from edgeprune.reproduce.shared import cached_data
+from edgeprune.reproduce.steps import Step, StepLog
 
 MODEL, TASK, OUT_NAME = "resnet-kws", "keywords", "cma_fsmc"
 METHODS = ("cma-block", "cma-filter", "cma-filter-nomix", "mir", "practise", "l1")
@@ -55,6 +57,7 @@ class Settings:
     population: int = 50
     iterations: int = 100
     latency_rounds: int | None = None
+    threads: int = 1  # threads each step trains and converts on, whichever executor runs it
 
     def __post_init__(self) -> None:
         tiny = self.profile == "tiny"
@@ -70,6 +73,8 @@ class Settings:
             raise EdgepruneError(f"drop {self.drop}: the parent has {self.blocks} blocks, so 1..{self.blocks - 1}")
         if self.seeds < 1 or self.steps < 1 or not self.samples:
             raise EdgepruneError("seeds, steps and samples must be positive")
+        if self.threads < 1:
+            raise EdgepruneError(f"--threads {self.threads}: must be at least 1")
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -83,58 +88,90 @@ def default_work(settings: Settings) -> Path:
 
 
 def run(settings: Settings, work: Path | None = None, out: Path | None = None, force: bool = False,
-        progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the whole job; write OUT.{md,csv,json,png} (default WORK/cma_fsmc)."""
+        progress: bool = True, executor=None) -> dict[str, Any]:
+    """Run (or resume) the whole job; write OUT.{md,csv,json,png} (default WORK/cma_fsmc). `executor` runs the
+    steps (default: in this process, one at a time)."""
     from edgeprune.reproduce import cma_fsmc_results
-    from edgeprune.training.profiles import get_profile
-    from edgeprune.training.run import data_for
+    from edgeprune.reproduce.executors import LocalExecutor
 
-    profile = get_profile(settings.profile)
+    check_settings(settings)
     work = Path(work) if work is not None else default_work(settings)
     out = Path(out) if out is not None else work / OUT_NAME
     if force and work.exists():
         shutil.rmtree(work)
+    executor = executor or LocalExecutor(settings.threads)
     started = time.time()
-    data = data_for("synthetic", profile, progress=progress, task=TASK)
-    for n in (settings.samples[0], settings.samples[-1]):  # bad counts fail before any step runs
-        _few(data, n, 0, settings)
-    steps = StepLog(work, settings.to_json(), progress=progress)
-    parent = work / "parent"
-    trained = steps.run("train parent", lambda: _train_parent(settings, data, profile, parent, progress),
-                        outputs=(parent,))
-    parent_eval = steps.run("evaluate parent", lambda: _evaluate(parent, data))
-    plan = steps.run("plan the budget", lambda: _plan(parent, settings))
+    data = _data(settings, progress)
+    plan = _steps(settings, work, progress)
+    steps = StepLog(work, settings.to_json(), progress=progress, total=len(plan))
+    steps.say(f"work folder {work}; steps run by the {executor.name} executor on {settings.threads} thread(s) each")
+    got = executor.run(plan, steps)
     rows, choices = [], {}
     for s in range(settings.seeds):
         for n in settings.samples:
             tag = f"{n}-s{s}"
-            choice = steps.run(f"score {tag}", lambda n=n, s=s: _choose(parent, data, n, s, plan, settings))
-            choices[tag] = {k: v for k, v in choice.items() if k != "samples"}
-            for method in METHODS:
-                path = work / "models" / f"{method}-{tag}"
-                result = steps.run(f"recover {method} {tag}",
-                                   lambda m=method, n=n, s=s, c=choice, p=path: _recover(
-                                       parent, m, data, n, s, c, plan, settings, p, progress),
-                                   outputs=(path,))
-                rows.append({"method": method, "samples": n, "seed": s, **result})
-    exported = ["parent"] + [f"{m}-{settings.samples[0]}-s0" for m in METHODS]
-    exports = {name: steps.run(f"export {name}",
-                               lambda nm=name: _export(parent if nm == "parent" else work / "models" / nm,
-                                                       work / "export" / nm, data, settings, progress),
-                               outputs=(work / "export" / name,))
-               for name in exported}
-    latency = steps.run("paired latency", lambda: _latency(work / "export", exported[1:], settings))
-    doc = cma_fsmc_results.build(settings, data.info, trained, parent_eval, plan, choices, rows, exports, latency,
+            choices[tag] = {k: v for k, v in got[f"score {tag}"].items() if k != "samples"}
+            rows += [{"method": method, "samples": n, "seed": s, **got[f"recover {method} {tag}"]}
+                     for method in METHODS]
+    exports = {name: got[f"export {name}"] for name in _exported(settings)}
+    doc = cma_fsmc_results.build(settings, data.info, got["train parent"], got["evaluate parent"],
+                                 got["plan the budget"], choices, rows, exports, got["paired latency"],
                                  steps.seconds(), round(time.time() - started, 1), command_line(settings, work, out))
     cma_fsmc_results.write(doc, out)
     steps.say(f"wrote {out}.md, .csv, .json, .png")
     return doc
 
 
+def check_settings(settings: Settings) -> None:
+    """What can be refused before any step runs (and before an executor starts): the sample counts."""
+    from edgeprune.training.profiles import get_profile
+
+    get_profile(settings.profile)
+    data = _data(settings, progress=True)
+    for n in (settings.samples[0], settings.samples[-1]):
+        _few(data, n, 0, settings)
+
+
+def _steps(settings: Settings, work: Path, progress: bool) -> list[Step]:
+    """The job's steps and what each takes: the recoveries of every method, sample count and seed are independent."""
+    parent = work / "parent"
+    plan = [Step("train parent", partial(_train_parent, settings, parent, progress), outputs=(parent,)),
+            Step("evaluate parent", partial(_evaluate_step, parent, settings), inputs=("train parent",)),
+            Step("plan the budget", partial(_plan, parent, settings), inputs=("train parent",))]
+    for s in range(settings.seeds):
+        for n in settings.samples:
+            tag = f"{n}-s{s}"
+            plan.append(Step(f"score {tag}", partial(_choose, parent, n, s, settings), inputs=("plan the budget",)))
+            for method in METHODS:
+                path = work / "models" / f"{method}-{tag}"
+                plan.append(Step(f"recover {method} {tag}", partial(_recover, parent, method, n, s, settings, path,
+                                                                   progress),
+                                 inputs=(f"score {tag}", "plan the budget"), outputs=(path,)))
+    for name, source in _exported(settings).items():
+        model = parent if name == "parent" else work / "models" / name
+        plan.append(Step(f"export {name}", partial(_export, model, work / "export" / name, settings, progress),
+                         inputs=(source,), outputs=(work / "export" / name,)))
+    plan.append(Step("paired latency", partial(_latency, work / "export", list(_exported(settings))[1:], settings),
+                     inputs=tuple(f"export {name}" for name in _exported(settings)), alone=True))
+    return plan
+
+
+def _exported(settings: Settings) -> dict[str, str]:
+    """The parent and each method's first-seed model at the smallest sample count, with the steps that make them."""
+    first = f"{settings.samples[0]}-s0"
+    return {"parent": "train parent", **{f"{m}-{first}": f"recover {m} {first}" for m in METHODS}}
+
+
+def _data(settings: Settings, progress: bool = False) -> Dataset:
+    return cached_data("synthetic", settings.profile, TASK, progress=progress)
+
+
 def command_line(settings: Settings, work: Path, out: Path) -> str:
     parts = ["edgeprune reproduce cma-fsmc", f"--profile {settings.profile}"]
     if settings.seed:
         parts.append(f"--seed {settings.seed}")
+    if settings.threads != 1:
+        parts.append(f"--threads {settings.threads}")
     if settings.samples != Settings(profile=settings.profile).samples:
         parts.append(f"--samples {','.join(str(n) for n in settings.samples)}")
     if work != default_work(settings):
@@ -146,13 +183,19 @@ def command_line(settings: Settings, work: Path, out: Path) -> str:
 
 # --- steps ---------------------------------------------------------------------------------------------------------
 
-def _train_parent(settings: Settings, data: Dataset, profile, path: Path, progress: bool) -> dict[str, Any]:
+def _train_parent(settings: Settings, path: Path, progress: bool) -> dict[str, Any]:
     from edgeprune.training import run as training
+    from edgeprune.training.profiles import get_profile
 
-    summary = training.train(MODEL, "torch", data, profile, path, seed=settings.seed, force=True, progress=progress,
+    data = _data(settings)
+    summary = training.train(MODEL, "torch", data, get_profile(settings.profile), path, seed=settings.seed, force=True, progress=progress,
                              task=TASK, args=settings.arch_args())
     return {"epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
             "train_seconds": summary["train_seconds"], "train_samples": len(data["train"])}
+
+
+def _evaluate_step(path: Path, settings: Settings, _trained: Any) -> dict[str, Any]:
+    return _evaluate(path, _data(settings))
 
 
 def _evaluate(path: Path, data: Dataset) -> dict[str, Any]:
@@ -164,7 +207,7 @@ def _evaluate(path: Path, data: Dataset) -> dict[str, Any]:
             **measure(ckpt.model, "torch", ckpt.arch)}
 
 
-def _plan(parent: Path, settings: Settings) -> dict[str, Any]:
+def _plan(parent: Path, settings: Settings, _trained: Any) -> dict[str, Any]:
     """The MACs reduction of removing `drop` blocks (every block costs the same, so any `drop` of them), MiR's
     uniform width nearest to it, PRACTISE's fixed list, and the cost model's per-channel terms."""
     from edgeprune.pruning import block_surgery, cma
@@ -195,14 +238,13 @@ def _few(data: Dataset, n: int, seed: int, settings: Settings) -> tuple[np.ndarr
                        len(data.classes))
 
 
-def _choose(parent: Path, data: Dataset, n: int, seed: int, plan: dict[str, Any],
-            settings: Settings) -> dict[str, Any]:
+def _choose(parent: Path, n: int, seed: int, settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
     """DoC of every block on the N samples, the blocks CMa removes, and the filter-level rates searched to the
     plan's MACs cut (checked on the really pruned model)."""
     from edgeprune.pruning import block_run, cma
 
     ckpt = checkpoint.load(parent, framework="torch")
-    x, _, idx = _few(data, n, seed, settings)
+    x, _, idx = _few(_data(settings), n, seed, settings)
     found = block_run.choose(ckpt, x, targets={"macs": plan["target"]["macs"]}, threshold=settings.threshold,
                              population=settings.population, iterations=settings.iterations,
                              seed=settings.seed + seed)
@@ -223,13 +265,14 @@ def _student(parent: checkpoint.Checkpoint, method: str, choice: dict[str, Any],
     return block_run.filter_student(parent, widths, {"rate": plan["mir_rate"], "search": "uniform"})
 
 
-def _recover(parent_path: Path, method: str, data: Dataset, n: int, seed: int, choice: dict[str, Any],
-             plan: dict[str, Any], settings: Settings, out: Path, progress: bool) -> dict[str, Any]:
+def _recover(parent_path: Path, method: str, n: int, seed: int, settings: Settings, out: Path, progress: bool,
+             choice: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from edgeprune.models.measure import measure
     from edgeprune.training import few_sample
 
+    data = _data(settings)
     parent = checkpoint.load(parent_path, framework="torch")
     teacher = parent.model  # the surgeries copy it; mimicking only reads it
     student, transform = _student(parent, method, choice, plan)
@@ -250,9 +293,10 @@ def _recover(parent_path: Path, method: str, data: Dataset, n: int, seed: int, c
             "loss": summary["loss"], "seconds": summary["seconds"]}
 
 
-def _export(path: Path, bundle: Path, data: Dataset, settings: Settings, progress: bool) -> dict[str, Any]:
+def _export(path: Path, bundle: Path, settings: Settings, progress: bool, _model: Any) -> dict[str, Any]:
     from edgeprune.reproduce.shared import export_or_rejected
 
+    data = _data(settings)
     train, test = data["train"], data["test"]
     calib = train.take(sample_indices(train, 16 if settings.profile == "tiny" else 200, settings.seed,
                                       stratify=True))
@@ -267,7 +311,7 @@ def _export(path: Path, bundle: Path, data: Dataset, settings: Settings, progres
                           for a in manifest["artifacts"]}}
 
 
-def _latency(exports: Path, names: list[str], settings: Settings) -> dict[str, Any]:
+def _latency(exports: Path, names: list[str], settings: Settings, *_exported: Any) -> dict[str, Any]:
     """Each exported model's TFLite time against the parent's, per precision, in alternating blocks."""
     from edgeprune.paired import paired_latency
 

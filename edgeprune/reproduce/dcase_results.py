@@ -31,8 +31,9 @@ def seed_params() -> dict[str, int]:
 def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: dict[str, list[int]],
           recovery: dict[str, Any], exports: dict[str, Any], bench: dict[str, Any], seconds: dict[str, float],
           wall_seconds: float, command: str = "", paired: dict[str, Any] | None = None,
-          choices: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The results document: our rows, the seed's, differences, relations, size comparison, step times."""
+          choices: dict[str, Any] | None = None, executor: str = "local") -> dict[str, Any]:
+    """The results document: our rows, the seed's, differences, relations, size comparison, step times (and which
+    executor ran the steps of the invocation that wrote it)."""
     rows = []
     for name, layers in [("baseline", ())] + ROWS:
         ex = exports[name]
@@ -96,7 +97,7 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
         "sizes": size_comparison(rows, sp), "recovery": recovery,
         "devices": {d: {"emulated": b["emulated"], "fingerprint": b.get("fingerprint"), "results_file": b.get("file")}
                     for d, b in bench.items()},
-        "step_seconds": seconds, "wall_seconds": wall_seconds,
+        "step_seconds": seconds, "wall_seconds": wall_seconds, "executor": executor,
         "command": command, "paired": paired, "latency_rows": latency_rows,
         "exported": {n: {q: a.get("passed", True) for q, a in ex["artifacts"].items()} for n, ex in exports.items()},
     }
@@ -128,7 +129,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}.  ",
         f"Data: {doc['data'].get('source')}, test split {b['n']} clips. Wall time "
         f"{sum(doc['step_seconds'].values()) / 60:.1f} min, the sum of the steps below (each step's first run; the "
-        f"invocation that wrote this file: {doc['wall_seconds']:.0f} s).", "",
+        f"invocation that wrote this file: {doc['wall_seconds']:.0f} s on the {doc.get('executor', 'local')} "
+        f"executor, {doc['settings'].get('threads', 1)} thread(s) per step).", "",
         f"Baseline (unpruned): {b['accuracy_pct']:.2f} % test accuracy, log-loss {b['log_loss']:.3f}, "
         f"{b['params']:,} parameters (seed: {doc['seed_baseline']['accuracy']} %, log-loss "
         f"{doc['seed_baseline']['log_loss']}, on the real DCASE 2021 1a data).", "",

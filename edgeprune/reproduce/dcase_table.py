@@ -16,6 +16,7 @@ import shlex
 import shutil
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,8 @@ from edgeprune.data.datasets import sample_indices
 from edgeprune.errors import EdgepruneError
 from edgeprune.reproduce.seed_table import LAYERS, ROWS
 from edgeprune.reproduce.shared import bench as shared_bench
-from edgeprune.reproduce.shared import check_devices
-from edgeprune.reproduce.steps import StepLog
+from edgeprune.reproduce.shared import cached_data, check_devices
+from edgeprune.reproduce.steps import Step, StepLog
 
 MODEL = "dcase2021_baseline"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -56,6 +57,8 @@ class Settings:
     bench_runs: int = 30
     thresholds: dict[str, float] = field(default_factory=dict)
     latency_rows: bool = True  # with desktop: a latency-aware twin of every seed row (same MAC budget)
+    # Threads each step trains and converts on, whichever executor runs it: results depend on the thread count.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         # Resolved here, so the work folder records the number actually used.
@@ -71,101 +74,131 @@ def default_work(settings: Settings) -> Path:
     return Path("runs") / "reproduce" / f"dcase-table-{data}-{settings.profile}-{settings.framework}"
 
 
-def run(settings: Settings, work: Path, out: Path | None = None, force: bool = False,
-        progress: bool = True) -> dict[str, Any]:
+def run(settings: Settings, work: Path, out: Path | None = None, force: bool = False, progress: bool = True,
+        executor=None) -> dict[str, Any]:
     """Run (or resume) the whole job; write OUT.{md,csv,json,png} (default WORK/dcase_table); return the results
-    document."""
+    document. `executor` runs the steps (default: `LocalExecutor`, in this process, one at a time)."""
     from edgeprune.reproduce import dcase_results
-    from edgeprune.training import run as training
-    from edgeprune.training.profiles import get_profile
+    from edgeprune.reproduce.executors import LocalExecutor
 
-    if settings.framework not in ("keras", "torch"):
-        raise EdgepruneError(f"--framework {settings.framework}: expected keras or torch")
-    profile = get_profile(settings.profile)
-    if settings.finetune_epochs is not None and settings.finetune_epochs < 1:
-        raise EdgepruneError(f"--finetune-epochs {settings.finetune_epochs}: must be at least 1")
-    if settings.calib < 1:
-        raise EdgepruneError(f"--calib {settings.calib}: must be at least 1")
-    check_devices(settings.devices)
-    if settings.checkpoint is not None:
-        _check_baseline(Path(settings.checkpoint))
+    check_settings(settings)
     work = Path(work)
     out = Path(out) if out is not None else work / OUT_NAME
     if force and work.exists():
         shutil.rmtree(work)
+    executor = executor or LocalExecutor(settings.threads)
     started = time.time()
-    data = training.data_for(settings.data, profile, progress=progress)
+    data = _data(settings, progress)
+    plan = _plan(settings, work, progress)
     # Devices are not part of the run's identity: each is its own step, so asking for another adds only that.
     identity = {k: v for k, v in settings.to_json().items() if k != "devices"}
-    steps = StepLog(work, identity, progress=progress,
-                    total=3 + 3 * len(ROWS) + 1 + len(settings.devices) + ("desktop" in settings.devices)
-                    + (1 + 4 * len(ROWS) if _latency_rows(settings) else 0))
+    steps = StepLog(work, identity, progress=progress, total=len(plan))
     steps.say(f"work folder {work}; {settings.profile} profile, {settings.framework}, data: {data.info.get('source')} "
-              f"({len(data['train'])} train / {len(data['validation'])} validation / {len(data['test'])} test clips)")
+              f"({len(data['train'])} train / {len(data['validation'])} validation / {len(data['test'])} test clips); "
+              f"steps run by the {executor.name} executor on {settings.threads} thread(s) each")
+    got = executor.run(plan, steps)
 
-    base_path = Path(settings.checkpoint) if settings.checkpoint else work / BASELINE
-    steps.run("train baseline", lambda: _train_baseline(settings, data, profile, base_path, progress),
-              outputs=(base_path,))
-    baseline = steps.run("evaluate baseline", lambda: _evaluate(base_path, data, settings.framework))
-    kept = steps.run("passive importance (C1, C2, C3)",
-                     lambda: _passive_keep(base_path, settings.framework, work / "scores.json"),
-                     outputs=(work / "scores.json",))
-
-    ft_profile = profile if settings.finetune_epochs is None else replace(profile, epochs=settings.finetune_epochs)
-    models = {BASELINE: base_path}
-    recovery = {}
-    for row, layers in ROWS:
-        keep = {layer: kept[layer] for layer in layers}
-        pruned, tuned = work / "pruned" / row, work / "finetuned" / row
-        steps.run(f"prune {row}", lambda: _prune(base_path, settings.framework, keep, pruned), outputs=(pruned,))
-        recovery[row] = steps.run(f"fine-tune {row}",
-                                  lambda: _finetune(pruned, data, ft_profile, settings, tuned, progress),
-                                  outputs=(tuned,))
-        models[row] = tuned
-
-    choices = {}
-    if _latency_rows(settings):
-        table = steps.run("latency table on desktop", lambda: _latency_table(base_path, settings, work))
-        for row, layers in ROWS:
-            name = f"{row} (latency)"
-            pruned, tuned = work / "pruned" / name, work / "finetuned" / name
-            choices[name] = steps.run(f"latency-aware counts {row}",
-                                      lambda: _latency_counts(base_path, settings, work, table, row, layers))
-            keep = choices[name]["keep"]
-            steps.run(f"prune {name}", lambda: _prune(base_path, settings.framework, keep, pruned), outputs=(pruned,))
-            recovery[name] = steps.run(f"fine-tune {name}",
-                                       lambda: _finetune(pruned, data, ft_profile, settings, tuned, progress),
-                                       outputs=(tuned,))
-            models[name] = tuned
-
-    train = data["train"]
-    calib = train.x[sample_indices(train, settings.calib, settings.seed, stratify=True)]
-    exports = {}
-    for name, path in models.items():
-        bundle = work / "export" / name
-        exports[name] = steps.run(f"export {name}", lambda: _export(path, bundle, calib, data, settings, progress),
-                                  outputs=(bundle,))
-
-    paired = None
-    if "desktop" in settings.devices:  # latency cut against MAC cut: pairs timed in one process, not one-shot numbers
-        paired = steps.run("paired latency against the baseline",
-                           lambda: _paired_latency(work / "export", exports, settings))
-
-    bench = {}
-    # desktop first: emulated boards are checked against its outputs
-    for device in sorted(settings.devices, key=lambda d: d != "desktop"):
-        stem = work / "bench" / device
-        bench[device] = steps.run(f"benchmark on {device}",
-                                  lambda: shared_bench(device, [work / "export" / n for n in models], data["test"],
-                                                       stem, settings.bench_runs, EMULATED_CLIPS, progress),
-                                  outputs=(stem.with_suffix(".json"),))
-
-    doc = dcase_results.build(settings, data.info, baseline, kept, recovery, exports, bench, steps.seconds(),
-                              wall_seconds=round(time.time() - started, 1), command=command_line(settings, work, out),
-                              paired=paired, choices=choices)
+    names = [BASELINE] + [row for row, _ in ROWS] + ([f"{row} (latency)" for row, _ in ROWS]
+                                                     if _latency_rows(settings) else [])
+    recovery = {n: got[f"fine-tune {n}"] for n in names[1:]}
+    choices = {f"{row} (latency)": got[f"latency-aware counts {row}"] for row, _ in ROWS if _latency_rows(settings)}
+    exports = {n: got[f"export {n}"] for n in names}
+    bench = {d: got[f"benchmark on {d}"] for d in _bench_order(settings)}
+    doc = dcase_results.build(settings, data.info, got["evaluate baseline"], got["passive importance (C1, C2, C3)"],
+                              recovery, exports, bench, steps.seconds(), wall_seconds=round(time.time() - started, 1),
+                              command=command_line(settings, work, out),
+                              paired=got.get("paired latency against the baseline"), choices=choices,
+                              executor=executor.name)
     dcase_results.write(doc, Path(out))
     steps.say(f"wrote {out}.md, .csv, .json, .png")
     return doc
+
+
+def check_settings(settings: Settings) -> None:
+    """Every setting a run can be refused for, checked before any work (and before an executor starts)."""
+    from edgeprune.training.profiles import get_profile
+
+    if settings.framework not in ("keras", "torch"):
+        raise EdgepruneError(f"--framework {settings.framework}: expected keras or torch")
+    get_profile(settings.profile)  # an unknown profile fails here
+    if settings.finetune_epochs is not None and settings.finetune_epochs < 1:
+        raise EdgepruneError(f"--finetune-epochs {settings.finetune_epochs}: must be at least 1")
+    if settings.calib < 1:
+        raise EdgepruneError(f"--calib {settings.calib}: must be at least 1")
+    if settings.threads < 1:
+        raise EdgepruneError(f"--threads {settings.threads}: must be at least 1")
+    check_devices(settings.devices)
+    if settings.checkpoint is not None:
+        _check_baseline(Path(settings.checkpoint))
+
+
+def _plan(settings: Settings, work: Path, progress: bool) -> list[Step]:
+    """Every step of the job with the steps whose results (or files) it takes; independent ones (the rows'
+    fine-tunes and exports) may run at once."""
+    base_path = Path(settings.checkpoint) if settings.checkpoint else work / BASELINE
+    plan = [Step("train baseline", partial(_train_baseline, settings, base_path, progress), outputs=(base_path,)),
+            Step("evaluate baseline", partial(_evaluate_step, base_path, settings), inputs=("train baseline",)),
+            Step("passive importance (C1, C2, C3)", partial(_passive_keep, base_path, settings.framework,
+                                                            work / "scores.json"),
+                 inputs=("train baseline",), outputs=(work / "scores.json",))]
+    models = {BASELINE: "train baseline"}
+
+    def recover(name: str, keep_from: str) -> None:
+        pruned, tuned = work / "pruned" / name, work / "finetuned" / name
+        plan.append(Step(f"prune {name}", partial(_prune_step, base_path, settings.framework, pruned),
+                         inputs=(keep_from,), outputs=(pruned,)))
+        plan.append(Step(f"fine-tune {name}", partial(_finetune, pruned, settings, tuned, progress),
+                         inputs=(f"prune {name}",), outputs=(tuned,)))
+        models[name] = f"fine-tune {name}"
+
+    for row, layers in ROWS:
+        plan.append(Step(f"keep-lists {row}", partial(_row_keep, layers), inputs=("passive importance (C1, C2, C3)",)))
+        recover(row, f"keep-lists {row}")
+    if _latency_rows(settings):
+        plan.append(Step("latency table on desktop", partial(_latency_table, base_path, settings, work),
+                         inputs=("train baseline",), alone=True))
+        for row, layers in ROWS:
+            plan.append(Step(f"latency-aware counts {row}", partial(_latency_counts, base_path, settings, work, row,
+                                                                    layers),
+                             inputs=("latency table on desktop", f"prune {row}", "passive importance (C1, C2, C3)")))
+            recover(f"{row} (latency)", f"latency-aware counts {row}")
+    for name, source in models.items():
+        model = work / "finetuned" / name if name != BASELINE else base_path
+        bundle = work / "export" / name
+        plan.append(Step(f"export {name}", partial(_export, model, bundle, settings, progress), inputs=(source,),
+                         outputs=(bundle,)))
+    exported = tuple(f"export {name}" for name in models)
+    if "desktop" in settings.devices:  # latency cut against MAC cut: pairs timed in one process, not one-shot numbers
+        plan.append(Step("paired latency against the baseline",
+                         partial(_paired_latency, work / "export", list(models), settings), inputs=exported, alone=True))
+    for device in _bench_order(settings):
+        stem = work / "bench" / device
+        after = exported + (("benchmark on desktop",) if device != "desktop" and "desktop" in settings.devices
+                            else ())  # emulated boards are checked against the desktop run's outputs
+        plan.append(Step(f"benchmark on {device}",
+                         partial(_bench, device, [work / "export" / n for n in models], settings, stem, progress),
+                         inputs=after, outputs=(stem.with_suffix(".json"),), device=device))
+    return plan
+
+
+def _bench_order(settings: Settings) -> list[str]:
+    return sorted(settings.devices, key=lambda d: d != "desktop")  # desktop first
+
+
+def _data(settings: Settings, progress: bool = False):
+    return cached_data(settings.data, settings.profile, progress=progress)
+
+
+def _finetune_profile(settings: Settings):
+    from edgeprune.training.profiles import get_profile
+
+    profile = get_profile(settings.profile)
+    return profile if settings.finetune_epochs is None else replace(profile, epochs=settings.finetune_epochs)
+
+
+def _calib(settings: Settings) -> np.ndarray:
+    train = _data(settings)["train"]
+    return train.x[sample_indices(train, settings.calib, settings.seed, stratify=True)]
 
 
 def command_line(settings: Settings, work: Path | None, out: Path | None) -> str:
@@ -174,7 +207,7 @@ def command_line(settings: Settings, work: Path | None, out: Path | None) -> str
     parts = ["edgeprune reproduce dcase-table", f"--profile {settings.profile}"]
     for name, flag in (("data", "--data"), ("checkpoint", "--checkpoint"), ("framework", "--framework"),
                        ("finetune_epochs", "--finetune-epochs"), ("calib", "--calib"), ("bench_runs", "--bench-runs"),
-                       ("seed", "--seed")):
+                       ("seed", "--seed"), ("threads", "--threads")):
         if getattr(settings, name) != getattr(default, name):
             parts.append(f"{flag} {shlex.quote(str(getattr(settings, name)))}")
     parts += [f"--threshold {k}={v}" for k, v in sorted(settings.thresholds.items())]
@@ -195,15 +228,20 @@ def _check_baseline(path: Path) -> None:
         raise EdgepruneError(f"{path} is already pruned; the table starts from the unpruned baseline")
 
 
-def _train_baseline(settings: Settings, data, profile, path: Path, progress: bool) -> dict[str, Any]:
+def _train_baseline(settings: Settings, path: Path, progress: bool) -> dict[str, Any]:
     from edgeprune.training import run as training
+    from edgeprune.training.profiles import get_profile
 
     if settings.checkpoint is not None:
         return {"path": str(path), "trained": False}
-    summary = training.train(MODEL, settings.framework, data, profile, path, seed=settings.seed, force=True,
-                             progress=progress)
+    summary = training.train(MODEL, settings.framework, _data(settings), get_profile(settings.profile), path,
+                             seed=settings.seed, force=True, progress=progress)
     return {"path": str(path), "trained": True, "best_epoch": summary["best_epoch"],
             "validation": summary["validation"], "train_seconds": summary["train_seconds"]}
+
+
+def _evaluate_step(path: Path, settings: Settings, _trained: Any) -> dict[str, Any]:
+    return _evaluate(path, _data(settings), settings.framework)
 
 
 def _evaluate(path: Path, data, framework: str) -> dict[str, Any]:
@@ -217,12 +255,21 @@ def _evaluate(path: Path, data, framework: str) -> dict[str, Any]:
             "params": info["params"], "macs": info["macs"]}
 
 
-def _passive_keep(base_path: Path, framework: str, out: Path) -> dict[str, list[int]]:
+def _passive_keep(base_path: Path, framework: str, out: Path, _trained: Any) -> dict[str, list[int]]:
     from edgeprune.pruning.run import score_checkpoint
 
     scores = score_checkpoint(checkpoint.load(base_path, framework=framework), "passive", list(LAYERS))
     scores.save(out, force=True)
     return scores.keep_sets()
+
+
+def _row_keep(layers: tuple[str, ...], kept: dict[str, list[int]]) -> dict[str, Any]:
+    """The seed row's keep-lists: the passive rule's for the row's layers."""
+    return {"keep": {layer: kept[layer] for layer in layers}}
+
+
+def _prune_step(base_path: Path, framework: str, out: Path, choice: dict[str, Any]) -> dict[str, Any]:
+    return _prune(base_path, framework, choice["keep"], out)
 
 
 def _prune(base_path: Path, framework: str, keep: dict[str, list[int]], out: Path) -> dict[str, Any]:
@@ -234,9 +281,10 @@ def _prune(base_path: Path, framework: str, keep: dict[str, list[int]], out: Pat
     return {"params": sum(r["params_after"] for r in result.table), "seconds": round(result.seconds, 4)}
 
 
-def _finetune(pruned: Path, data, profile, settings: Settings, out: Path, progress: bool) -> dict[str, Any]:
+def _finetune(pruned: Path, settings: Settings, out: Path, progress: bool, _pruned: Any) -> dict[str, Any]:
     from edgeprune.pruning.run import finetune_checkpoint
 
+    data, profile = _data(settings), _finetune_profile(settings)
     before = _evaluate(pruned, data, settings.framework)
     # The seed fine-tunes with plain cross-entropy (no distillation); so do we, to stay comparable.
     summary = finetune_checkpoint(checkpoint.load(pruned, framework=settings.framework), data, profile, out,
@@ -248,11 +296,12 @@ def _finetune(pruned: Path, data, profile, settings: Settings, out: Path, progre
             "params": after["params"], "macs": after["macs"]}
 
 
-def _export(path: Path, bundle: Path, calib: np.ndarray, data, settings: Settings, progress: bool) -> dict[str, Any]:
+def _export(path: Path, bundle: Path, settings: Settings, progress: bool, _model: Any) -> dict[str, Any]:
     from edgeprune.reproduce.shared import export_or_rejected
 
-    test = data["test"]
-    manifest = export_or_rejected(path, bundle.parent, formats="tflite", quant=",".join(PRECISIONS), calib=calib,
+    test = _data(settings)["test"]
+    manifest = export_or_rejected(path, bundle.parent, formats="tflite", quant=",".join(PRECISIONS),
+                                  calib=_calib(settings),
                       eval_x=test.x, eval_y=test.y, thresholds=settings.thresholds or None, force=True,
                       progress=progress, name=bundle.name, framework=settings.framework)
     return {"seconds": manifest["seconds"], "params": manifest["source"]["params"], "macs": manifest["source"]["macs"],
@@ -263,11 +312,17 @@ def _export(path: Path, bundle: Path, calib: np.ndarray, data, settings: Setting
                           for a in manifest["artifacts"]}}
 
 
-def _paired_latency(exports_dir: Path, exports: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def _bench(device: str, targets: list[Path], settings: Settings, stem: Path, progress: bool,
+           *_exported: Any) -> dict[str, Any]:
+    return shared_bench(device, targets, _data(settings)["test"], stem, settings.bench_runs, EMULATED_CLIPS, progress)
+
+
+def _paired_latency(exports_dir: Path, names: list[str], settings: Settings, *exported: Any) -> dict[str, Any]:
     """Each pruned row's file against the baseline's at every precision, in alternating blocks in one process
     (1 thread, XNNPACK): the medians and the median per-round ratio."""
     from edgeprune.paired import paired_latency
 
+    exports = dict(zip(names, exported))
     tiny = settings.profile == "tiny"
     out: dict[str, Any] = {}
     for name, ex in exports.items():
@@ -289,7 +344,7 @@ def _latency_rows(settings: Settings) -> bool:
     return settings.latency_rows and "desktop" in settings.devices
 
 
-def _latency_table(base_path: Path, settings: Settings, work: Path) -> dict[str, Any]:
+def _latency_table(base_path: Path, settings: Settings, work: Path, _trained: Any) -> dict[str, Any]:
     """The baseline's latency table on this machine for conv1..3 (tiny: a coarse grid, one round)."""
     from edgeprune.bench import load_devices
     from edgeprune.latency import build
@@ -302,8 +357,8 @@ def _latency_table(base_path: Path, settings: Settings, work: Path) -> dict[str,
     return {"path": str(path)}
 
 
-def _latency_counts(base_path: Path, settings: Settings, work: Path, table: dict[str, Any], row: str,
-                    layers: tuple[str, ...]) -> dict[str, Any]:
+def _latency_counts(base_path: Path, settings: Settings, work: Path, row: str, layers: tuple[str, ...],
+                    table: dict[str, Any], _seed_row: Any, _kept: Any) -> dict[str, Any]:
     """The seed row's MAC budget met by counts on the measured full-int8 steps with the lowest predicted int8
     latency; each layer keeps its best channels by the same passive scores."""
     from edgeprune.latency import table as tables

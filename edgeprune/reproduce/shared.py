@@ -12,6 +12,21 @@ from edgeprune.data.datasets import Split, save_test_data
 from edgeprune.errors import EdgepruneError
 
 
+_DATA: dict[tuple[str, str, str], Any] = {}
+
+
+def cached_data(source: str, profile: str, task: str = "scenes", progress: bool = False):
+    """The data set of a run, loaded once per process: a step may run in this process or in a worker of another
+    (which loads it from the on-disk cache of generated data), so steps ask for it here rather than being handed it."""
+    from edgeprune.training import run as training
+    from edgeprune.training.profiles import get_profile
+
+    key = (source, profile, task)
+    if key not in _DATA:
+        _DATA[key] = training.data_for(source, get_profile(profile), progress=progress, task=task)
+    return _DATA[key]
+
+
 def check_devices(devices: list[str]) -> None:
     """Every name must be a known target (desktop, BOARD, BOARD-emulated, ssh://...); checked before any work."""
     from edgeprune.bench import load_devices

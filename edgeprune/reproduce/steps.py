@@ -3,11 +3,17 @@
 The work folder holds `state.json`: the settings the run was started with and, for each finished step, its wall
 time and its (JSON) result. A step counts as finished only if it is recorded there AND the files it wrote still
 exist; every step writes its files atomically, so an interrupted step leaves nothing that looks finished.
+
+Jobs either run steps one at a time (`StepLog.run`) or declare them (`Step`, with the steps whose results they take)
+and hand the list to an executor (`reproduce.executors`), which may run independent steps at once. Only the process
+that owns the `StepLog` writes `state.json`, whichever executor ran the steps.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +21,76 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import read_json, write_json
 
 STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a declared pipeline.
+
+    `fn` is called with the results of `inputs` (names of earlier steps), in that order; it must be picklable
+    (a module-level function or a functools.partial of one) so that another process can run it. `alone`: the step
+    times something, so it gets the machine to itself (under Ray: every CPU of the driver's node). `device`: the
+    step benchmarks this target, so under Ray it runs on a node that advertises the resource `device:NAME`
+    (the driver's node if none does)."""
+
+    name: str
+    fn: Callable[..., Any]
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[Path, ...] = ()
+    alone: bool = False
+    device: str | None = None
+
+
+def check_plan(plan: list[Step]) -> None:
+    """Names are unique and every input is declared before the step that takes it (so the list is in an order
+    that runs)."""
+    seen: set[str] = set()
+    for step in plan:
+        if step.name in seen:
+            raise ValueError(f"step '{step.name}' is declared twice")
+        missing = [i for i in step.inputs if i not in seen]
+        if missing:
+            raise ValueError(f"step '{step.name}' takes {missing}, not declared before it")
+        seen.add(step.name)
+
+
+def set_threads(n: int) -> None:
+    """Run this process's PyTorch and TensorFlow kernels on `n` threads. Results depend on the thread count
+    (reductions split differently), so a pipeline fixes it whichever executor runs its steps. TensorFlow reads it
+    once, when its runtime starts; a later change only reaches PyTorch."""
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    if "tensorflow" in sys.modules:
+        tf = sys.modules["tensorflow"]
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # already started: it started after this process set the variables above, or not
+            pass
+
+
+def fresh_random_state(name: str) -> None:
+    """Seed Python's, NumPy's and the frameworks' global generators from the step's name. A step then draws the
+    same numbers in a fresh process as after other steps in this one (Keras gives a new layer's dropout a seed from
+    Python's generator when the model is built, before any training seeds it)."""
+    import random
+    import sys
+    import zlib
+
+    import numpy as np
+
+    seed = zlib.crc32(name.encode())
+    random.seed(seed)
+    np.random.seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+    if "keras" in sys.modules:
+        sys.modules["keras"].utils.set_random_seed(seed)
 
 
 class StepLog:
@@ -46,21 +122,38 @@ class StepLog:
         if self.progress:
             print(f"[reproduce] {msg}", flush=True)
 
-    def run(self, name: str, fn: Callable[[], Any], outputs: tuple[Path, ...] = ()) -> Any:
-        """Result of step `name`: recorded if it already finished (and its outputs exist), else fn()'s."""
+    def where(self) -> str:
+        """'step N/TOTAL' for the next progress line."""
         self.count += 1
-        where = f"step {self.count}" + (f"/{self.total}" if self.total else "")
+        return f"step {self.count}" + (f"/{self.total}" if self.total else "")
+
+    def finished(self, name: str, outputs: tuple[Path, ...] = ()) -> dict[str, Any] | None:
+        """The record of step `name` if it finished before and its outputs still exist."""
         done = self.state["steps"].get(name)
         if done is not None and all(Path(p).exists() for p in outputs):
+            return done
+        return None
+
+    def record(self, name: str, result: Any, seconds: float, worker: str | None = None) -> None:
+        """Step `name` finished: keep its result and wall time (and where it ran) in state.json."""
+        entry = {"seconds": round(seconds, 2), "result": result, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if worker is not None:
+            entry["worker"] = worker
+        self.state["steps"][name] = entry
+        self._save()
+
+    def run(self, name: str, fn: Callable[[], Any], outputs: tuple[Path, ...] = ()) -> Any:
+        """Result of step `name`: recorded if it already finished (and its outputs exist), else fn()'s."""
+        where = self.where()
+        done = self.finished(name, outputs)
+        if done is not None:
             self.say(f"{where} {name}: done before ({done['seconds']:.1f} s), reused")
             return done["result"]
         self.say(f"{where} {name} ...")
         start = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - start
-        self.state["steps"][name] = {"seconds": round(seconds, 2), "result": result,
-                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self._save()
+        self.record(name, result, seconds)
         self.say(f"{where} {name}: {seconds:.1f} s")
         return result
 

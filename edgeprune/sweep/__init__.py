@@ -1,0 +1,1 @@
+"""Grids of score -> prune -> recover -> export -> benchmark on one checkpoint (`edgeprune sweep`)."""
