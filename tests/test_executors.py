@@ -53,7 +53,8 @@ def _wait_for_kill(marks: Path, survive_after: int, *_inputs) -> int:
     """Record this attempt's pid; from attempt `survive_after` on, finish, before it wait to be killed."""
     marks.mkdir(exist_ok=True)
     attempt = len(list(marks.glob("*.pid")))
-    (marks / f"{attempt}.pid").write_text(str(os.getpid()))
+    (marks / "pid.tmp").write_text(str(os.getpid()))
+    (marks / "pid.tmp").rename(marks / f"{attempt}.pid")  # whole when the killer sees it
     if attempt >= survive_after:
         return attempt
     time.sleep(120)
@@ -108,6 +109,23 @@ def test_local_and_ray_give_the_same_results_and_state(tmp_path, ray_here):
     # the same state apart from wall times and where each step ran
     assert _comparable(states["local"]) == _comparable(states["ray"])
     assert all("worker" in s for s in states["ray"]["steps"].values())
+
+
+def test_what_a_killed_attempt_left_half_written_is_removed_before_the_step_runs_again(tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / ".a.txt.tmp-x1y2").write_text("half")  # as fileio.atomic_path leaves it when its process is killed
+    LocalExecutor().run(_plan(work)[:1], StepLog(work, {}, progress=False))
+    assert sorted(p.name for p in work.iterdir()) == ["a.txt", "calls.log", "state.json"]
+
+
+def test_threads_beyond_the_drivers_cpus_are_refused_before_any_step(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgeprune.cli", "reproduce", "cma-fsmc", "--profile", "tiny",
+                           "--executor", "ray", "--workers", "1", "--threads", "2", "--work", str(tmp_path / "w")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--threads 2: the Ray node this command runs on" in proc.stderr.strip().splitlines()[-1]
+    assert "has 1 CPUs" in proc.stderr and list(tmp_path.iterdir()) == []
 
 
 def test_a_run_started_on_one_executor_resumes_on_the_other(tmp_path, ray_here):
@@ -211,7 +229,7 @@ def test_a_cluster_at_an_address_runs_the_plan_and_pins_device_steps_to_the_node
     try:
         assert len(executor.nodes) == 2
         board_node = next(nid for nid, n in executor.nodes.items() if "device:board-a" in n["Resources"])
-        assert board_node != executor.node
+        assert board_node != executor.node  # a driver on a host with several nodes attaches to the head
         plan = _plan(tmp_path / "w") + [Step("on board-a", _node, inputs=("c",), device="board-a"),
                                         Step("timed here", _node, inputs=("c",), alone=True),
                                         Step("on board-b", _node, inputs=("c",), device="board-b")]
@@ -228,7 +246,8 @@ def test_ray_is_imported_only_when_the_ray_executor_is_asked_for(tmp_path):
     code = ("import sys; from edgeprune.cli import build_parser; build_parser(); "
             "from edgeprune.reproduce.executors import make_executor; import functools; "
             "from edgeprune.reproduce.steps import Step, StepLog; "
-            f"make_executor('local').run([Step('a', functools.partial(print, 'ran'))], StepLog({str(tmp_path)!r}, {{}}, progress=False)); "
+            "make_executor('local').run([Step('a', functools.partial(print, 'ran'))], "
+            f"StepLog({str(tmp_path)!r}, {{}}, progress=False)); "
             "print('ray' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

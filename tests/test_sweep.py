@@ -45,40 +45,51 @@ def _sweep(spec: Path, work: Path, *extra: str, **popen) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
-def _step_workers() -> list[int]:
-    """Pids of Ray workers running a step now (Ray titles a worker's process after the task it runs)."""
+def _ppid(pid: int) -> int:
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _step_workers(root: int) -> list[int]:
+    """Pids of the Ray workers under process `root` running a step now (Ray titles a worker's process after the
+    task it runs)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::_run_step"):
+            if not (proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::_run_step")):
+                continue
+            pid = int(proc.name)
+            while pid > 1 and pid != root:
+                pid = _ppid(pid)
+            if pid == root:
                 pids.append(int(proc.name))
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue
     return pids
 
 
 @pytest.fixture(scope="module")
 def ray_sweep(tmp_path_factory, parent):
-    """The 2 x 2 grid as Ray tasks on 2 CPUs; once the first recovery has started, its worker is killed."""
+    """The 2 x 2 grid as Ray tasks on 2 CPUs; once a prune step has finished, the worker of a step running then
+    (whichever it is) is killed."""
     pytest.importorskip("ray", reason="the cluster extra (make test installs it)")
     tmp = tmp_path_factory.mktemp("sweep")
     spec, work = _spec(tmp, parent), tmp / "work"
     proc = _sweep(spec, work, "--executor", "ray", "--workers", "2")
     killed = []
 
-    def kill_one_recovery():
+    def kill_one_step():
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
             state = work / "state.json"
             started = state.exists() and any(k.startswith("prune") for k in json.loads(state.read_text())["steps"])
-            pids = _step_workers() if started else []
+            pids = _step_workers(proc.pid) if started else []
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
                 return
             time.sleep(0.1)
 
-    killer = threading.Thread(target=kill_one_recovery, daemon=True)
+    killer = threading.Thread(target=kill_one_step, daemon=True)
     killer.start()
     out, err = proc.communicate(timeout=900)
     killer.join()
@@ -140,6 +151,10 @@ def test_the_pareto_front_on_hand_worked_rows():
     ({"layers": ["conv9"]}, "layers: "),
     ({"metods": ["l1"]}, "unknown field 'metods'"),
     ({"devices": ["toaster"]}, "unknown device 'toaster'"),
+    ({"devices": ["rpi4-emulated"]}, "devices: every one is emulated"),
+    ({"seeds": [-1]}, "seeds: -1 is negative"),
+    ({"calib": None}, "calib: expected a whole number, got None"),
+    ({"checkpoint": None}, "checkpoint: expected text, got None"),
 ])
 def test_a_bad_spec_field_is_one_line_exit_2_and_writes_nothing(tmp_path, parent, fields, message):
     spec = _spec(tmp_path, parent, **fields)

@@ -116,7 +116,8 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
     exports = {name: got[f"export {name}"] for name in _exported(settings)}
     doc = cma_fsmc_results.build(settings, data.info, got["train parent"], got["evaluate parent"],
                                  got["plan the budget"], choices, rows, exports, got["paired latency"],
-                                 steps.seconds(), round(time.time() - started, 1), command_line(settings, work, out))
+                                 steps.seconds([s.name for s in plan]), round(time.time() - started, 1),
+                                 command_line(settings, work, out))
     cma_fsmc_results.write(doc, out)
     steps.say(f"wrote {out}.md, .csv, .json, .png")
     return doc

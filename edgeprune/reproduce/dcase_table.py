@@ -105,7 +105,8 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
     exports = {n: got[f"export {n}"] for n in names}
     bench = {d: got[f"benchmark on {d}"] for d in _bench_order(settings)}
     doc = dcase_results.build(settings, data.info, got["evaluate baseline"], got["passive importance (C1, C2, C3)"],
-                              recovery, exports, bench, steps.seconds(), wall_seconds=round(time.time() - started, 1),
+                              recovery, exports, bench, steps.seconds([s.name for s in plan]),
+                              wall_seconds=round(time.time() - started, 1),
                               command=command_line(settings, work, out),
                               paired=got.get("paired latency against the baseline"), choices=choices,
                               executor=executor.name)

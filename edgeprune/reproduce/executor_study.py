@@ -7,6 +7,8 @@ time by kind, and whether the two tables agree.
 
 What must agree: every step's result except the steps that read a clock (the latency table, the paired latency,
 the benchmarks) and the latency-aware rows, whose counts are chosen on the latency table that run measured.
+`--local-threads N` adds a third run, local with N threads per step (its results differ: they depend on the thread
+count). A run whose summary is in ROOT is not run again (delete ROOT to start over).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from edgeprune.fileio import write_json, write_text
 from edgeprune.machine import machine_description
 from edgeprune.tables import markdown_table
 
-TIMED = ("latency table", "paired latency", "benchmark on", "latency-aware", "(latency)")
+CLOCKS = ("latency table", "paired latency", "benchmark on")  # the steps that read a clock
+TIMED = CLOCKS + ("latency-aware", "(latency)")  # ... and the latency-aware rows chosen on what one measured
 KINDS = ("train", "fine-tune", "export", "latency table", "paired latency", "benchmark")
 
 
-def untimed(state: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Each step's result, except the timed steps and every wall time ('seconds' keys), the work folder's path
+def untimed(state: dict[str, Any], work: Path, timed: tuple[str, ...] = TIMED) -> dict[str, Any]:
+    """Each step's result, except the `timed` steps and every wall time ('seconds' keys), the work folder's path
     taken out."""
     def strip(x: Any) -> Any:
         if isinstance(x, dict):
@@ -37,26 +40,30 @@ def untimed(state: dict[str, Any], work: Path) -> dict[str, Any]:
         return [strip(v) for v in x] if isinstance(x, list) else x
 
     return {name: strip(json.loads(json.dumps(step["result"]).replace(str(work), "WORK")))
-            for name, step in state["steps"].items() if not any(t in name for t in TIMED)}
+            for name, step in state["steps"].items() if not any(t in name for t in timed)}
 
 
-def _run(executor: str, profile: str, workers: int, root: Path) -> dict[str, Any]:
-    work = root / executor
-    shutil.rmtree(work, ignore_errors=True)
-    cmd = [sys.executable, "-m", "edgeprune.cli", "reproduce", "dcase-table", "--profile", profile,
-           "--work", str(work / "work"), "--out", str(work / "table"), "--executor", executor]
-    if executor == "ray":
-        cmd += ["--workers", str(workers)]
-    print(f"[executor-study] {' '.join(cmd[2:])}", flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{executor} run failed:\n{proc.stderr[-3000:]}")
+def _run(name: str, executor: str, threads: int, profile: str, workers: int, root: Path) -> dict[str, Any]:
+    work = root / name
+    summary = work / "summary.json"
+    if not summary.exists():
+        shutil.rmtree(work, ignore_errors=True)
+        cmd = [sys.executable, "-m", "edgeprune.cli", "reproduce", "dcase-table", "--profile", profile,
+               "--work", str(work / "work"), "--out", str(work / "table"), "--executor", executor,
+               "--threads", str(threads)]
+        if executor == "ray":
+            cmd += ["--workers", str(workers)]
+        print(f"[executor-study] {' '.join(cmd[2:])}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} run failed:\n{proc.stderr[-3000:]}")
+        write_json(summary, {"command": " ".join(["edgeprune"] + cmd[3:]), "wall_seconds": round(wall, 1)})
     state = json.loads((work / "work" / "state.json").read_text())
     by_kind = {k: round(sum(s["seconds"] for n, s in state["steps"].items() if n.startswith(k)), 1) for k in KINDS}
-    return {"command": " ".join(["edgeprune"] + cmd[3:]), "wall_seconds": round(wall, 1),
-            "step_seconds": round(sum(s["seconds"] for s in state["steps"].values()), 1), "by_kind": by_kind,
+    return {**json.loads(summary.read_text()), "threads": threads, "by_kind": by_kind,
+            "step_seconds": round(sum(s["seconds"] for s in state["steps"].values()), 1),
             "state": state, "work": work / "work", "table": json.loads((work / "table.json").read_text())}
 
 
@@ -66,7 +73,9 @@ def compare(local: dict[str, Any], ray: dict[str, Any]) -> dict[str, Any]:
     differing = sorted(n for n in set(a) | set(b) if a.get(n) != b.get(n))
     cols = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("ms_", "lat_"))} for r in rows]  # noqa: E731
     counts = lambda t: {r["row"]: r.get("kept") for r in t.get("latency_rows") or []}  # noqa: E731
+    every = lambda run: untimed(run["state"], run["work"], timed=CLOCKS)  # noqa: E731
     return {"untimed_steps": len(a), "untimed_steps_differing": differing,
+            "all_but_clock_steps": len(every(local)), "all_but_clock_steps_identical": every(local) == every(ray),
             "seed_rows_identical": cols(local["table"]["rows"]) == cols(ray["table"]["rows"]),
             "latency_counts_local": counts(local["table"]), "latency_counts_ray": counts(ray["table"])}
 
@@ -75,18 +84,24 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="quick")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--root", default="runs/executor-study", help="where the two runs' work folders go")
+    p.add_argument("--local-threads", type=int, help="also run local with this many threads per step")
+    p.add_argument("--root", default="runs/executor-study", help="where the runs' work folders go")
     p.add_argument("--out", default="runs/executor-study/executors_dcase")
     args = p.parse_args(argv)
     root = Path(args.root)
-    local = _run("local", args.profile, args.workers, root)
-    ray = _run("ray", args.profile, args.workers, root)
+    local = _run("local", "local", 1, args.profile, args.workers, root)
+    ray = _run("ray", "ray", 1, args.profile, args.workers, root)
     agree = compare(local, ray)
     runs = {"local": local, "ray": ray}
+    if args.local_threads:
+        runs[f"local, {args.local_threads} threads"] = _run(f"local-{args.local_threads}-threads", "local",
+                                                            args.local_threads, args.profile, args.workers, root)
     doc = {"profile": args.profile, "workers": args.workers, "machine": machine_description(),
            "command": f"python -m edgeprune.reproduce.executor_study --profile {args.profile} --workers "
-                      f"{args.workers} --out {args.out}",
-           "runs": {k: {f: v for f, v in r.items() if f in ("command", "wall_seconds", "step_seconds", "by_kind")}
+                      f"{args.workers}" + (f" --local-threads {args.local_threads}" if args.local_threads else "")
+                      + f" --out {args.out}",
+           "runs": {k: {f: v for f, v in r.items()
+                        if f in ("command", "threads", "wall_seconds", "step_seconds", "by_kind")}
                     for k, r in runs.items()},
            "speedup": round(local["wall_seconds"] / ray["wall_seconds"], 3), "agreement": agree}
     out = Path(args.out)
@@ -97,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def markdown(doc: dict[str, Any]) -> str:
     m, runs, agree = doc["machine"], doc["runs"], doc["agreement"]
-    rows = [{"executor": k, "wall s": r["wall_seconds"], "sum of steps s": r["step_seconds"],
+    rows = [{"run": k, "threads per step": r["threads"], "wall s": r["wall_seconds"],
+             "sum of steps s": r["step_seconds"],
              **{f"{kind} s": r["by_kind"][kind] for kind in KINDS}} for k, r in runs.items()]
     same_counts = agree["latency_counts_local"] == agree["latency_counts_ray"]
     return "\n".join([
@@ -106,8 +122,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}. The two runs one after the "
         "other from empty work folders, nothing else running; one pair, not repeated.", "",
         markdown_table(rows, list(rows[0])), "",
-        f"Speed-up of the whole invocation: **{doc['speedup']:.2f}x** (local wall / Ray wall). Every step runs on 1 "
-        "thread under both executors (`--threads 1`, the default). Under Ray the steps that time something (the "
+        f"Speed-up of the whole invocation: **{doc['speedup']:.2f}x** (local wall / Ray wall, both at 1 thread per "
+        "step, `--threads 1`, the default)."
+        + "".join(f" Ray against {k} ({r['wall_seconds']:.0f} s): "
+                  f"{r['wall_seconds'] / runs['ray']['wall_seconds']:.2f}x."
+                  for k, r in runs.items() if k not in ("local", "ray"))
+        + " Under Ray the steps that time something (the "
         "latency table, the paired latency, the desktop benchmark) take every CPU of the machine, so they run "
         "alone as they do locally; the sum of steps grows under Ray because two steps share 2 cores.", "",
         "Agreement:",
@@ -118,9 +138,11 @@ def markdown(doc: dict[str, Any]) -> str:
         "- the table's seed rows, every column but the measured times: "
         + ("**identical**" if agree["seed_rows_identical"] else "**differ**"),
         "- the latency-aware rows: their counts are chosen on the latency table each run measures, so they agree "
-        "only where the measured stairs do: " + ("the same counts in both runs." if same_counts else
+        "only where the measured stairs do: " + ("the same counts in both runs" if same_counts else
                                                   f"local {agree['latency_counts_local']}, Ray "
-                                                  f"{agree['latency_counts_ray']}."), ""])
+                                                  f"{agree['latency_counts_ray']}")
+        + f"; every one of the {agree['all_but_clock_steps']} steps that read no clock, these rows' included: "
+        + ("**identical**." if agree["all_but_clock_steps_identical"] else "**not all identical**."), ""])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.reproduce.steps import Step, StepLog, check_plan, fresh_random_state, set_threads
+from edgeprune.reproduce.steps import Step, StepLog, check_plan, clear_leftovers, fresh_random_state, set_threads
 
 EXECUTORS = ("local", "ray")
 
@@ -38,6 +38,7 @@ class LocalExecutor:
 
 
 def _call(step: Step, args: list[Any]) -> Any:
+    clear_leftovers(step)
     fresh_random_state(step.name)
     return step.fn(*args)
 

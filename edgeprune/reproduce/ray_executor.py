@@ -22,18 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.reproduce.steps import STATE_FILE, Step, StepLog, check_plan, fresh_random_state, set_threads
+from edgeprune.reproduce.steps import (STATE_FILE, Step, StepLog, check_plan, clear_leftovers, fresh_random_state,
+                                      set_threads)
 
 RETRIES = 1  # a step whose worker dies is run once more
 
 
-def _run_step(name: str, fn, args: list[Any], threads: int, cwd: str) -> tuple[Any, float, str]:
+def _run_step(step: Step, args: list[Any], threads: int, cwd: str) -> tuple[Any, float, str]:
     """In the worker: the step on `threads` threads from the driver's folder; (result, seconds, worker name)."""
     os.chdir(cwd)  # relative paths in a plan mean the same on every node
     set_threads(threads)
-    fresh_random_state(name)
+    clear_leftovers(step)  # from an attempt whose worker died
+    fresh_random_state(step.name)
     start = time.perf_counter()
-    result = fn(*args)
+    result = step.fn(*args)
     return result, time.perf_counter() - start, f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -64,20 +66,23 @@ class RayExecutor:
 
     def __init__(self, threads: int = 1, address: str | None = None, workers: int | None = None,
                  progress: bool = True):
-        import ray
-
         if workers is not None and workers < 1:
             raise EdgepruneError(f"--workers {workers}: must be at least 1")
         if address is not None and workers is not None:
             raise EdgepruneError("--workers sizes a Ray started on this machine; a cluster at --ray-address has "
                                  "the CPUs its nodes were started with")
+        if address is not None:
+            check_address(address)
+        try:
+            import ray
+        except ImportError:
+            raise EdgepruneError("--executor ray needs Ray: pip install 'edgeprune[cluster]'") from None
         self.threads = threads
         self.progress = progress
         env = {"env_vars": {"OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads),
                             "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}}
         common = dict(runtime_env=env, include_dashboard=False, log_to_driver=progress, logging_level="error")
         if address is not None:
-            check_address(address)
             try:
                 ray.init(address=address, **common)
             except Exception as exc:  # a port that answers but is not a Ray head, another Ray version, ...
@@ -92,9 +97,12 @@ class RayExecutor:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self.nodes = {n["NodeID"]: n for n in nodes}
         self.node_cpus = int(self.nodes[self.node]["Resources"].get("CPU", 0))
-        if max(int(n["Resources"].get("CPU", 0)) for n in nodes) < threads:
+        if self.node_cpus < threads:  # timing steps and device benchmarks run on the driver's node
+            where = self.nodes[self.node].get("NodeManagerAddress", self.node)
             self.close()
-            raise EdgepruneError(f"--threads {threads}: no Ray node has that many CPUs")
+            raise EdgepruneError(f"--threads {threads}: the Ray node this command runs on ({where}) has "
+                                 f"{self.node_cpus} CPUs; the steps that time something run there, so it needs "
+                                 f"at least {threads}")
 
     def close(self) -> None:
         if self.ray.is_initialized():
@@ -126,14 +134,15 @@ class RayExecutor:
 
     def _options(self, step: Step) -> dict[str, Any]:
         opts: dict[str, Any] = {"num_cpus": self.threads, "max_retries": RETRIES, "retry_exceptions": False}
-        if step.alone or step.device == "desktop":
+        resource = f"device:{step.device}"
+        if step.device is not None and any(resource in n["Resources"] for n in self.nodes.values()):
+            opts["resources"] = {resource: 1}  # one unit per node: one benchmark at a time on each board
+        elif step.alone or (step.device is not None and not step.device.endswith("-emulated")):
+            # Timed here, or a board this machine reaches: every CPU of the driver's node, so nothing runs beside
+            # it and two benchmarks never share a board. (An emulated board only checks outputs.)
             opts.update(num_cpus=self.node_cpus, scheduling_strategy=self._pinned(self.node))
         elif step.device is not None:
-            resource = f"device:{step.device}"
-            if any(resource in n["Resources"] for n in self.nodes.values()):
-                opts["resources"] = {resource: 1}
-            else:
-                opts["scheduling_strategy"] = self._pinned(self.node)
+            opts["scheduling_strategy"] = self._pinned(self.node)
         return opts
 
     def run(self, plan: list[Step], log: StepLog) -> dict[str, Any]:
@@ -159,7 +168,7 @@ class RayExecutor:
                         continue
                     log.say(f"{where} {step.name} ...")
                     args = [results[i] for i in step.inputs]
-                    pending[remote.options(**self._options(step)).remote(step.name, step.fn, args, self.threads, cwd)] = \
+                    pending[remote.options(**self._options(step)).remote(step, args, self.threads, cwd)] = \
                         (step, where)
                 if any(all(i in results for i in s.inputs) for s in waiting):
                     continue  # reused steps made more ready
@@ -180,14 +189,20 @@ class RayExecutor:
             log.say(f"{where} {step.name}: {seconds:.1f} s on {worker}")
         if failure is not None:
             step, exc = failure
-            kept = len(log.state["steps"])
+            kept = f"the {len(log.state['steps'])} finished steps are kept in {log.work / STATE_FILE}: run the same " \
+                   "command again to resume"
             if isinstance(exc, EdgepruneError):
                 raise EdgepruneError(f"step {step.name}: {exc}") from None
-            if isinstance(exc, self.ray.exceptions.RayError):
+            died = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                    ray.exceptions.LocalRayletDiedError)
+            if isinstance(exc, died):
                 raise EdgepruneError(f"step {step.name}: its Ray worker died {RETRIES + 1} times "
-                                     f"({type(exc).__name__}); the {kept} finished steps are kept in "
-                                     f"{log.work / STATE_FILE}: run the same command again to resume") from None
-            raise exc
+                                     f"({type(exc).__name__}); {kept}") from None
+            if isinstance(exc, ray.exceptions.RayError):
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise EdgepruneError(f"step {step.name}: Ray could not run it ({type(exc).__name__}: {first}); "
+                                     f"{kept}") from None
+            raise exc  # a defect in the step itself: its own traceback
         missing = [s.name for s in waiting]
         if missing:
             raise RuntimeError(f"steps never became ready: {missing}")

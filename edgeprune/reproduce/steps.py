@@ -84,13 +84,28 @@ def fresh_random_state(name: str) -> None:
 
     import numpy as np
 
+    import torch
+
     seed = zlib.crc32(name.encode())
     random.seed(seed)
     np.random.seed(seed)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)
+    torch.manual_seed(seed)
+    # Keras (and TensorFlow's global seed) only where already imported: importing TensorFlow for every step would
+    # cost seconds. A step that draws from TensorFlow's generators seeds them itself (training does).
     if "keras" in sys.modules:
         sys.modules["keras"].utils.set_random_seed(seed)
+
+
+def clear_leftovers(step: Step) -> None:
+    """Remove what an earlier attempt of `step` left half-written beside its outputs (a worker killed mid-write
+    never reaches the cleanup of `fileio.atomic_path`)."""
+    import shutil
+
+    for out in step.outputs:
+        out = Path(out)
+        if out.parent.is_dir():
+            for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+                shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
 class StepLog:
@@ -157,6 +172,9 @@ class StepLog:
         self.say(f"{where} {name}: {seconds:.1f} s")
         return result
 
-    def seconds(self) -> dict[str, float]:
-        """Wall time of every finished step, in the order they first ran."""
-        return {k: v["seconds"] for k, v in self.state["steps"].items()}
+    def seconds(self, order: list[str] | None = None) -> dict[str, float]:
+        """Wall time of every finished step: in `order` (e.g. the plan's, the same whichever executor ran them),
+        else in the order they finished."""
+        steps = self.state["steps"]
+        names = [n for n in order if n in steps] if order is not None else list(steps)
+        return {n: steps[n]["seconds"] for n in names}

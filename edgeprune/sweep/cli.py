@@ -38,6 +38,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     executor = executor_from_args(args, spec.threads)
     try:
         run(spec, Path(args.spec), Path(args.work) if args.work else None, Path(args.out) if args.out else None,
-            force=args.force, executor=executor)
+            force=args.force, executor=executor, checked=True)
     finally:
         executor.close()

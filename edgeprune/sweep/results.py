@@ -28,7 +28,7 @@ def build(spec, spec_path: str, task: str, grid: list[dict[str, Any]], got: dict
     entries += [(p, p["name"], got[f"export {p['name']}"], p["name"]) for p in grid]
     rows = []
     for point, _, exported, name in entries:
-        bench = got[f"benchmark {name} on {spec.devices[0]}"]["files"]
+        bench = got[f"benchmark {name} on {timed}"]["files"]  # the whole test split (emulated boards run 8 clips)
         latency = got[f"benchmark {name} on {timed}"]["files"] if timed else {}
         for q in spec.precisions:
             art = exported["artifacts"].get(q)
@@ -50,7 +50,8 @@ def build(spec, spec_path: str, task: str, grid: list[dict[str, Any]], got: dict
     return {"title": f"Sweep {Path(spec_path).name}: {', '.join(spec.methods)} x {', '.join(spec.targets)} x "
                      f"{', '.join(spec.precisions)} x seeds {', '.join(map(str, spec.seeds))}",
             "spec": spec.to_json(), "spec_file": spec_path, "task": task, "metric": select, "metric_mode": mode,
-            "latency_device": timed, "parent": got["evaluate parent"], "rows": rows, "machine": machine_description(),
+            "latency_device": timed, "metric_device": timed, "parent": got["evaluate parent"], "rows": rows,
+            "machine": machine_description(),
             "command": f"edgeprune sweep {spec_path}", "step_seconds": seconds, "wall_seconds": wall_seconds,
             "executor": executor}
 

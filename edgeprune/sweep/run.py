@@ -33,12 +33,14 @@ def points(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def run(spec: SweepSpec, spec_path: Path, work: Path | None = None, out: Path | None = None, force: bool = False,
-        progress: bool = True, executor=None) -> dict[str, Any]:
-    """Run (or resume) the sweep; write OUT.{md,csv,json,png} (default WORK/sweep); return the results document."""
+        progress: bool = True, executor=None, checked: bool = False) -> dict[str, Any]:
+    """Run (or resume) the sweep; write OUT.{md,csv,json,png} (default WORK/sweep); return the results document.
+    `checked`: `check_against_checkpoint` already passed (the CLI runs it before starting an executor)."""
     from edgeprune.reproduce.executors import LocalExecutor
     from edgeprune.sweep import results
 
-    check_against_checkpoint(spec, f"{spec_path}:")
+    if not checked:
+        check_against_checkpoint(spec, f"{spec_path}:")
     work = Path(work) if work is not None else default_work(spec_path)
     out = Path(out) if out is not None else work / "sweep"
     if force and work.exists():
@@ -54,7 +56,7 @@ def run(spec: SweepSpec, spec_path: Path, work: Path | None = None, out: Path | 
               f"{spec.checkpoint} ({data.info.get('source')}, {spec.profile} profile); work folder {work}; steps "
               f"run by the {executor.name} executor on {spec.threads} thread(s) each")
     got = executor.run(plan, steps)
-    doc = results.build(spec, str(spec_path), task, points(spec), got, steps.seconds(),
+    doc = results.build(spec, str(spec_path), task, points(spec), got, steps.seconds([s.name for s in plan]),
                         wall_seconds=round(time.time() - started, 1), executor=executor.name)
     results.write(doc, out)
     steps.say(f"wrote {out}.md, .csv, .json, .png")

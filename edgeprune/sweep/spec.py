@@ -74,6 +74,11 @@ def load_spec(path: Path) -> SweepSpec:
             raise EdgepruneError(f"{where} {name}: {value} must be at least 1")
     for target in spec.targets:
         parse_target(target, where)
+    if min(spec.seeds) < 0:
+        raise EdgepruneError(f"{where} seeds: {min(spec.seeds)} is negative")
+    if all(d.endswith("-emulated") for d in spec.devices):
+        raise EdgepruneError(f"{where} devices: every one is emulated; a sweep measures its metric and latency on a "
+                             "device that is not (e.g. desktop), emulated boards only check its outputs")
     for name in ("methods", "targets", "precisions", "seeds", "devices"):
         values = getattr(spec, name)
         if len(set(values)) != len(values):
@@ -130,6 +135,13 @@ def check_against_checkpoint(spec: SweepSpec, where: str) -> None:
     if len(ckpt.inputs) != 1:
         raise EdgepruneError(f"{where} checkpoint: {spec.checkpoint} has {len(ckpt.inputs)} inputs; sweeps take "
                              "single-input models")
+    from edgeprune.reproduce.shared import cached_data
+    from edgeprune.training.run import check_data
+
+    try:
+        check_data(cached_data(spec.data, spec.profile, ckpt.task.name), ckpt.arch, spec.checkpoint)
+    except EdgepruneError as exc:
+        raise EdgepruneError(f"{where} data: {exc}") from None
     try:
         scores = score_checkpoint(ckpt, "l1", spec.layers)
     except EdgepruneError as exc:
@@ -146,18 +158,23 @@ def _fields() -> list[str]:
     return list(SweepSpec.__dataclass_fields__)
 
 
+OPTIONAL = ("layers", "finetune_epochs")  # the fields that may be null (their default)
+
+
 def _text(raw: dict, name: str, where: str, default: Any = ...) -> Any:
     value = raw.get(name, default)
     if value is ...:
         raise EdgepruneError(f"{where} field '{name}' is required")
-    if value is not None and not isinstance(value, str):
+    if not isinstance(value, str):
         raise EdgepruneError(f"{where} {name}: expected text, got {value!r}")
     return value
 
 
 def _int(raw: dict, name: str, where: str, default: Any) -> Any:
     value = raw.get(name, default)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+    if value is None and name in OPTIONAL:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
         raise EdgepruneError(f"{where} {name}: expected a whole number, got {value!r}")
     return value
 
@@ -166,7 +183,7 @@ def _list(raw: dict, name: str, kind: type, where: str, default: Any = ...) -> A
     value = raw.get(name, default)
     if value is ...:
         raise EdgepruneError(f"{where} field '{name}' is required")
-    if value is None:
+    if value is None and name in OPTIONAL:
         return None
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         value = [value]
