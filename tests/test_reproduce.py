@@ -19,7 +19,8 @@ CLI = [sys.executable, "-m", "edgeprune.cli"]
 
 
 def _reproduce(tmp_path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + ["reproduce", "dcase-table", "--profile", "tiny", "--bench-runs", "3",
+    # one thread per step, so that the Ray run below has two steps at once on 2 CPUs
+    return subprocess.run(CLI + ["reproduce", "dcase-table", "--profile", "tiny", "--bench-runs", "3", "--threads", "1",
                                  "--work", str(tmp_path / "work"), "--out", str(tmp_path / "table"), *extra],
                           capture_output=True, text=True)
 

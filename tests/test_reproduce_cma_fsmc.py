@@ -17,7 +17,8 @@ METHODS = {"cma-block", "cma-filter", "cma-filter-nomix", "mir", "practise", "l1
 
 
 def _reproduce(tmp, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + ["reproduce", "cma-fsmc", "--profile", "tiny", "--work", str(tmp / "work"),
+    return subprocess.run(CLI + ["reproduce", "cma-fsmc", "--profile", "tiny", "--threads", "1",
+                                 "--work", str(tmp / "work"),
                                  "--out", str(tmp / "table"), *extra], capture_output=True, text=True)
 
 

@@ -34,7 +34,8 @@ def parent(tmp_path_factory):
 
 def _spec(tmp_path: Path, parent: Path, **fields) -> Path:
     doc = {"checkpoint": str(parent), "profile": "tiny", "methods": ["l1", "passive"],
-           "targets": ["ratio=0.25", "macs=0.5"], "precisions": ["fp32"], "bench_runs": 3, **fields}
+           "targets": ["ratio=0.25", "macs=0.5"], "precisions": ["fp32"], "bench_runs": 3, "threads": 1,
+           **fields}
     path = tmp_path / "grid.yaml"
     path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in doc.items()) + "\n")  # JSON values are YAML
     return path

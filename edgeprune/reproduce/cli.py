@@ -55,9 +55,10 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
                    help="export parity gate, as for `edgeprune export`")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=int,
                    help="dcase-table, cma-fsmc: threads each step trains and converts on, under either executor "
-                        "(default 1; results depend on it)")
+                        "(default: every CPU of this machine; results depend on it; with --executor ray, 1 runs one "
+                        "step per CPU)")
     add_executor_arguments(p, "dcase-table, cma-fsmc")
     p.add_argument("--work", help="work folder with every step's files (default runs/reproduce/...)")
     p.add_argument("--out", help="results stem: OUT.md/.csv/.json/.png, rewritten on every run (default "
@@ -78,7 +79,7 @@ def add_executor_arguments(p: argparse.ArgumentParser, applies_to: str) -> None:
     p.add_argument("--workers", type=int, help="CPUs of a Ray started on this machine (default: all)")
 
 
-def executor_from_args(args: argparse.Namespace, threads: int = 1):
+def executor_from_args(args: argparse.Namespace, threads: int):
     """The executor the arguments ask for (Ray is imported only for --executor ray)."""
     from edgeprune.reproduce.executors import make_executor
 
@@ -145,7 +146,7 @@ def comflp_settings_from_args(args: argparse.Namespace):
 def cmd_reproduce(args: argparse.Namespace) -> None:
     if args.job not in DECLARED:
         given = [flag for flag, v in (("--executor ray", args.executor == "ray"), ("--ray-address", args.ray_address),
-                                      ("--workers", args.workers), ("--threads", args.threads != 1)) if v]
+                                      ("--workers", args.workers), ("--threads", args.threads is not None)) if v]
         if given:
             raise EdgepruneError(f"{' '.join(given)}: {args.job} runs its steps one at a time in this process; the "
                                  f"executor and thread options apply to {', '.join(DECLARED)} (and edgeprune sweep)")

@@ -34,7 +34,7 @@ from edgeprune.data.datasets import Dataset, sample_indices
 from edgeprune.errors import EdgepruneError
 from edgeprune.pruning.transforms import Transform
 from edgeprune.reproduce.shared import cached_data
-from edgeprune.reproduce.steps import Step, StepLog
+from edgeprune.reproduce.steps import Step, StepLog, default_threads
 
 MODEL, TASK, OUT_NAME = "resnet-kws", "keywords", "cma_fsmc"
 METHODS = ("cma-block", "cma-filter", "cma-filter-nomix", "mir", "practise", "l1")
@@ -57,7 +57,7 @@ class Settings:
     population: int = 50
     iterations: int = 100
     latency_rounds: int | None = None
-    threads: int = 1  # threads each step trains and converts on, whichever executor runs it
+    threads: int | None = None  # threads each step trains on, whichever executor runs it (None: every CPU here)
 
     def __post_init__(self) -> None:
         tiny = self.profile == "tiny"
@@ -69,6 +69,8 @@ class Settings:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         self.samples = sorted(int(n) for n in self.samples)
+        if self.threads is None:
+            self.threads = default_threads()
         if not 1 <= self.drop < self.blocks:
             raise EdgepruneError(f"drop {self.drop}: the parent has {self.blocks} blocks, so 1..{self.blocks - 1}")
         if self.seeds < 1 or self.steps < 1 or not self.samples:
@@ -171,7 +173,7 @@ def command_line(settings: Settings, work: Path, out: Path) -> str:
     parts = ["edgeprune reproduce cma-fsmc", f"--profile {settings.profile}"]
     if settings.seed:
         parts.append(f"--seed {settings.seed}")
-    if settings.threads != 1:
+    if settings.threads != default_threads():
         parts.append(f"--threads {settings.threads}")
     if settings.samples != Settings(profile=settings.profile).samples:
         parts.append(f"--samples {','.join(str(n) for n in settings.samples)}")

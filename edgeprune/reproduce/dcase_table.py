@@ -28,7 +28,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.reproduce.seed_table import LAYERS, ROWS
 from edgeprune.reproduce.shared import bench as shared_bench
 from edgeprune.reproduce.shared import cached_data, check_devices
-from edgeprune.reproduce.steps import Step, StepLog
+from edgeprune.reproduce.steps import Step, StepLog, default_threads
 
 MODEL = "dcase2021_baseline"
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -58,12 +58,15 @@ class Settings:
     thresholds: dict[str, float] = field(default_factory=dict)
     latency_rows: bool = True  # with desktop: a latency-aware twin of every seed row (same MAC budget)
     # Threads each step trains and converts on, whichever executor runs it: results depend on the thread count.
-    threads: int = 1
+    # None: every CPU of this machine, resolved (and recorded) when the run starts.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         # Resolved here, so the work folder records the number actually used.
         if self.finetune_epochs is None and self.profile in FINETUNE_EPOCHS:
             self.finetune_epochs = FINETUNE_EPOCHS[self.profile]
+        if self.threads is None:
+            self.threads = default_threads()
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -119,8 +119,8 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join([
         f"# The DCASE job ({doc['profile']} profile) on the local executor and on Ray with {doc['workers']} workers",
         "", f"Command: `{doc['command']}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}. The two runs one after the "
-        "other from empty work folders, nothing else running; one pair, not repeated.", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['os']}, Python {m['python']}. The runs one after the other "
+        "from empty work folders, nothing else running; each once, not repeated.", "",
         markdown_table(rows, list(rows[0])), "",
         f"Speed-up of the whole invocation: **{doc['speedup']:.2f}x** (local wall / Ray wall, both at 1 thread per "
         "step, `--threads 1`, the default)."

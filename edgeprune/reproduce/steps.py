@@ -54,6 +54,11 @@ def check_plan(plan: list[Step]) -> None:
         seen.add(step.name)
 
 
+def default_threads() -> int:
+    """Threads per step when a run does not say: every CPU of this machine (what the frameworks use by default)."""
+    return os.cpu_count() or 1
+
+
 def set_threads(n: int) -> None:
     """Run this process's PyTorch and TensorFlow kernels on `n` threads. Results depend on the thread count
     (reductions split differently), so a pipeline fixes it whichever executor runs its steps. TensorFlow reads it

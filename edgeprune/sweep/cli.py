@@ -12,7 +12,7 @@ SPEC.yaml fields: checkpoint (an unpruned checkpoint), methods (criteria, e.g. [
 channels removed per layer; params=F or macs=F: fraction of the parent kept), precisions (default [fp32, int8];
 of fp32, fp16, dynamic, int8), seeds (default [0]), data (default synthetic), profile (default quick), layers
 (default: every prunable one), finetune_epochs, calib (default 64), devices (default [desktop]), bench_runs
-(default 10), threads (default 1)."""
+(default 10), threads (default: every CPU of this machine)."""
 
 
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:

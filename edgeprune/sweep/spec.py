@@ -29,7 +29,13 @@ class SweepSpec:
     calib: int = 64  # samples for the data-driven criteria and for full-integer int8
     devices: list[str] = field(default_factory=lambda: ["desktop"])
     bench_runs: int = 10
-    threads: int = 1  # threads each step trains and converts on (results depend on it)
+    threads: int | None = None  # threads each step trains and converts on (results depend on it; None: every CPU)
+
+    def __post_init__(self) -> None:
+        if self.threads is None:
+            from edgeprune.reproduce.steps import default_threads
+
+            self.threads = default_threads()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +68,7 @@ def load_spec(path: Path) -> SweepSpec:
         data=_text(raw, "data", where, "synthetic"), profile=_text(raw, "profile", where, "quick"),
         layers=_list(raw, "layers", str, where, None), finetune_epochs=_int(raw, "finetune_epochs", where, None),
         calib=_int(raw, "calib", where, 64), devices=_list(raw, "devices", str, where, ["desktop"]),
-        bench_runs=_int(raw, "bench_runs", where, 10), threads=_int(raw, "threads", where, 1))
+        bench_runs=_int(raw, "bench_runs", where, 10), threads=_int(raw, "threads", where, None))
     for name, values in (("precisions", spec.precisions),):
         bad = [v for v in values if v not in PRECISIONS]
         if bad:
@@ -158,7 +164,7 @@ def _fields() -> list[str]:
     return list(SweepSpec.__dataclass_fields__)
 
 
-OPTIONAL = ("layers", "finetune_epochs")  # the fields that may be null (their default)
+OPTIONAL = ("layers", "finetune_epochs", "threads")  # the fields that may be null (their default)
 
 
 def _text(raw: dict, name: str, where: str, default: Any = ...) -> Any:
