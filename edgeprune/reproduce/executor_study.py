@@ -123,7 +123,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "from empty work folders, nothing else running; each once, not repeated.", "",
         markdown_table(rows, list(rows[0])), "",
         f"Speed-up of the whole invocation: **{doc['speedup']:.2f}x** (local wall / Ray wall, both at 1 thread per "
-        "step, `--threads 1`, the default)."
+        "step, `--threads 1`)."
         + "".join(f" Ray against {k} ({r['wall_seconds']:.0f} s): "
                   f"{r['wall_seconds'] / runs['ray']['wall_seconds']:.2f}x."
                   for k, r in runs.items() if k not in ("local", "ray"))
