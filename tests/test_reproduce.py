@@ -12,7 +12,7 @@ import pytest
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.reproduce.seed_table import ROWS, SEED, relations, seed_counts, size_comparison
-from edgeprune.reproduce.executor_study import untimed
+from edgeprune.reproduce.executor_study import untimed, untimed_columns
 from edgeprune.reproduce.steps import StepLog
 
 CLI = [sys.executable, "-m", "edgeprune.cli"]
@@ -48,7 +48,7 @@ def ray_run(tmp_path_factory):
 
 
 def test_the_ray_executor_gives_the_same_table_and_state_as_local(tiny_run, ray_run):
-    # Steps that read a clock, and the latency-aware rows chosen on the latency table one of them measured, differ
+    # Steps that read a clock, and the latency-aware rows whose counts come from the latency table's timings, differ
     # from run to run on any executor (`untimed` leaves them out); every other step's result must be the same.
     tmp, doc, _, _ = tiny_run
     ray_tmp, ray_doc = ray_run
@@ -59,10 +59,8 @@ def test_the_ray_executor_gives_the_same_table_and_state_as_local(tiny_run, ray_
     assert untimed(local_state, tmp / "work") == untimed(ray_state, ray_tmp / "work")
     assert len(untimed(local_state, tmp / "work")) >= 2 + 4 * len(ROWS)  # train, evaluate, each row's steps
     assert all("worker" in step for step in ray_state["steps"].values())
-    # the seed's rows of the table: every figure but the measured times
-    untimed_columns = [{k: v for k, v in r.items() if not k.startswith(("ms_", "lat_"))} for r in doc["rows"]]
-    assert untimed_columns == [{k: v for k, v in r.items() if not k.startswith(("ms_", "lat_"))}
-                               for r in ray_doc["rows"]]
+    # the seed's rows of the table: every column but the timings
+    assert untimed_columns(doc["rows"]) == untimed_columns(ray_doc["rows"])
     assert (doc["executor"], ray_doc["executor"]) == ("local", "ray")
     assert ray_doc["command"].replace(str(ray_tmp), "TMP") == doc["command"].replace(str(tmp), "TMP")
 

@@ -43,6 +43,11 @@ def untimed(state: dict[str, Any], work: Path, timed: tuple[str, ...] = TIMED) -
             for name, step in state["steps"].items() if not any(t in name for t in timed)}
 
 
+def untimed_columns(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The DCASE table's rows without their timing columns (ms_*, lat_*)."""
+    return [{k: v for k, v in r.items() if not k.startswith(("ms_", "lat_"))} for r in rows]
+
+
 def _run(name: str, executor: str, threads: int, profile: str, workers: int, root: Path) -> dict[str, Any]:
     work = root / name
     summary = work / "summary.json"
@@ -71,12 +76,11 @@ def compare(local: dict[str, Any], ray: dict[str, Any]) -> dict[str, Any]:
     """Which results agree: the untimed steps, the seed rows' untimed columns, and the latency-aware counts."""
     a, b = untimed(local["state"], local["work"]), untimed(ray["state"], ray["work"])
     differing = sorted(n for n in set(a) | set(b) if a.get(n) != b.get(n))
-    cols = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("ms_", "lat_"))} for r in rows]  # noqa: E731
     counts = lambda t: {r["row"]: r.get("kept") for r in t.get("latency_rows") or []}  # noqa: E731
     every = lambda run: untimed(run["state"], run["work"], timed=CLOCKS)  # noqa: E731
     return {"untimed_steps": len(a), "untimed_steps_differing": differing,
             "all_but_clock_steps": len(every(local)), "all_but_clock_steps_identical": every(local) == every(ray),
-            "seed_rows_identical": cols(local["table"]["rows"]) == cols(ray["table"]["rows"]),
+            "seed_rows_identical": untimed_columns(local["table"]["rows"]) == untimed_columns(ray["table"]["rows"]),
             "latency_counts_local": counts(local["table"]), "latency_counts_ray": counts(ray["table"])}
 
 

@@ -68,7 +68,7 @@ def _plan(spec: SweepSpec, task: str, work: Path, progress: bool) -> list[Step]:
     plan = [Step("evaluate parent", partial(_evaluate, parent, spec, task)),
             Step(f"export {PARENT}", partial(_export, parent, work / "export" / PARENT, spec, task, progress),
                  outputs=(work / "export" / PARENT,))]
-    bundles = {PARENT: f"export {PARENT}"}
+    bundles = {PARENT: PARENT}  # folder -> name of the steps that make and benchmark it
     for seed in spec.seeds:
         for method in spec.methods:
             scores = work / "scores" / _slug(f"{method}-s{seed}.json")
@@ -84,12 +84,11 @@ def _plan(spec: SweepSpec, task: str, work: Path, progress: bool) -> list[Step]:
                  inputs=(f"prune {p['name']}",), outputs=(recovered,)),
             Step(f"export {p['name']}", partial(_export, recovered, bundle, spec, task, progress),
                  inputs=(f"recover {p['name']}",), outputs=(bundle,))]
-        bundles[p["slug"]] = f"export {p['name']}"
-    for slug, exported in bundles.items():
-        name = PARENT if slug == PARENT else next(p["name"] for p in points(spec) if p["slug"] == slug)
+        bundles[p["slug"]] = p["name"]
+    for slug, name in bundles.items():
         for device in sorted(spec.devices, key=lambda d: d != "desktop"):  # desktop first: boards compare with it
             stem = work / "bench" / slug / device
-            after = (exported,) + ((f"benchmark {name} on desktop",)
+            after = (f"export {name}",) + ((f"benchmark {name} on desktop",)
                                    if device != "desktop" and "desktop" in spec.devices else ())
             plan.append(Step(f"benchmark {name} on {device}",
                              partial(_bench, device, work / "export" / slug, spec, task, stem, progress),
