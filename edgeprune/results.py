@@ -12,14 +12,15 @@ from edgeprune.machine import machine_description
 
 
 def write_result(out: Path, title: str, command: str, method: str, rows: list[dict[str, Any]],
-                 columns: Sequence[str]) -> str:
-    """Write OUT.json and OUT.md; returns the Markdown text."""
+                 columns: Sequence[str], findings: str = "") -> str:
+    """Write OUT.json and OUT.md (`findings`, Markdown, after the table); returns the Markdown text."""
     machine = machine_description()
     out = Path(out)
     write_json(out.with_suffix(".json"), {"title": title, "command": command, "method": method,
                                           "machine": machine, "rows": rows}, force=True)
     text = (f"# {title}\n\nMachine: {machine['cpu']}, {machine['cores']} cores, {machine['os']}, Python "
-            f"{machine['python']}.\nCommand: `{command}` ({method}).\n\n{markdown_table(rows, columns)}\n")
+            f"{machine['python']}.\nCommand: `{command}` ({method}).\n\n{markdown_table(rows, columns)}\n"
+            + (f"\n{findings}\n" if findings else ""))
     write_text(out.with_suffix(".md"), text, force=True)
     return text
 

@@ -33,6 +33,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--framework", choices=["torch", "keras"],
                    help="export this twin (default: the checkpoint's; weights transfer exactly)")
     p.add_argument("--float-io", action="store_true", help="full-integer int8 with float32 input/output")
+    p.add_argument("--no-fold", action="store_true",
+                   help="keep convolutions over one input channel as they are in the TFLite files (default: their "
+                        "kernel rows become channels of a one-row conv; exact, faster at int8 with XNNPACK)")
     p.add_argument("--threshold", action="append", default=[], metavar="KEY=VALUE",
                    help="parity threshold, e.g. fp32_cosine=0.9999, int8_top1=0.95 (classifiers), "
                         "int8_frame_agreement=0.9 (per-frame outputs), int8_snr_db=15 (masks)")
@@ -92,7 +95,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         manifest = export(ckpt_path, args.out, formats=args.format, quant=args.quant, calib=calib.inputs,
                           eval_x=held.inputs, eval_y=held.y, eval_meta=held.meta, int8_io=not args.float_io,
                           thresholds=_thresholds(args.threshold), force=args.force, progress=True, name=args.name,
-                          framework=args.framework, num_threads=args.threads)
+                          framework=args.framework, num_threads=args.threads,
+                          fold_convs=not args.no_fold)
     except EdgepruneError as exc:
         manifest = getattr(exc, "manifest", None)
         if manifest is not None:

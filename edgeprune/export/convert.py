@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -65,7 +65,8 @@ def export(checkpoint_path: str | Path, out_dir: str | Path = "export", formats:
            quant: str | Sequence[str] = QUANTS, calib: Arrays | None = None, eval_x: Arrays | None = None,
            eval_y: np.ndarray | None = None, int8_io: bool = True, thresholds: dict[str, float] | None = None,
            force: bool = False, progress: bool = True, name: str | None = None, framework: str | None = None,
-           num_threads: int = 1, eval_meta: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+           num_threads: int = 1, eval_meta: Mapping[str, np.ndarray] | None = None,
+           fold_convs: bool = True) -> dict[str, Any]:
     """Export a checkpoint to `out_dir/<name>/` and return its manifest (also written as manifest.json).
 
     The model's inputs and task come from its architecture. `calib` / `eval_x` hold the task's inputs: one array
@@ -86,6 +87,7 @@ def export(checkpoint_path: str | Path, out_dir: str | Path = "export", formats:
     req = _request(input_specs(spec["arch"], fw), fw, Path(out_dir) / (name or checkpoint_path.resolve().name),
                    formats, quant, calib, eval_x, eval_y, eval_meta, thresholds, force, task,
                    output_axes(spec["arch"], fw))
+    req.fold_convs = fold_convs
     ckpt = ckpt_mod.load(checkpoint_path, framework=framework)
     source = {"checkpoint": str(checkpoint_path), "checkpoint_framework": spec["framework"], "framework": fw,
               "weights_sha256": spec.get("weights_sha256"), "model": spec["arch"]["model"], "arch": spec["arch"],
@@ -101,7 +103,7 @@ def export_model(model: Any, input_spec: InputSpec | Sequence[InputSpec], out_di
                  eval_y: np.ndarray | None = None, int8_io: bool = True, thresholds: dict[str, float] | None = None,
                  force: bool = False, progress: bool = True, num_threads: int = 1, task: Task | str | None = None,
                  model_output_axes: str | None = None,
-                 eval_meta: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+                 eval_meta: Mapping[str, np.ndarray] | None = None, fold_convs: bool = True) -> dict[str, Any]:
     """Export an in-memory model (torch.nn.Module or keras.Model) to `out_dir/<name>/` (default name: the
     model's) and return its manifest (also written as manifest.json).
 
@@ -115,7 +117,9 @@ def export_model(model: Any, input_spec: InputSpec | Sequence[InputSpec], out_di
     `calib`; int8 I/O unless `int8_io=False`). `calib` and `eval_x` are float samples, one array per input (a
     list or {name: array}); parity runs every artifact in its runtime on `eval_x` (held-out samples; `eval_y` and
     `eval_meta` add the task metric), each runtime fed the layout its file takes. `classes` (optional) are stored
-    as the labels. A parity failure moves the artifact into `<bundle>/rejected/` and raises EdgepruneError after
+    as the labels. `fold_convs` (default on) rewrites each conv over one input channel for the TFLite files:
+    its kernel rows stacked as channels, then a one-row conv (exact; XNNPACK's int8 conv costs 8 channels' work
+    for one otherwise). A parity failure moves the artifact into `<bundle>/rejected/` and raises EdgepruneError after
     the bundle is written. Nothing is written at the final path until everything has succeeded or been rejected.
     """
     from edgeprune.frameworks import framework_of
@@ -127,6 +131,7 @@ def export_model(model: Any, input_spec: InputSpec | Sequence[InputSpec], out_di
     task_obj = None if task is None else get_task(task)
     req = _request(specs, fw, Path(out_dir) / (name or model_name), formats, quant, calib, eval_x, eval_y, eval_meta,
                    thresholds, force, task_obj, model_output_axes)
+    req.fold_convs = fold_convs
     source = {"checkpoint": None, "checkpoint_framework": None, "framework": fw, "weights_sha256": None,
               "model": model_name, "arch": None, "transforms": []}
     return _export(model, fw, req, classes=None if classes is None else list(classes), source=source,
@@ -152,6 +157,8 @@ class _Request:
     task_obj: Task | None
     model_axes: str  # the model's output axes (no batch), in the task's letters
     notes: list[str]
+    fold_convs: bool = True
+    rewrites: dict[str, list[str]] = field(default_factory=dict)  # TFLite-path rewrite -> the layers it changed
 
     @property
     def parity_kind(self) -> str:
@@ -321,7 +328,8 @@ def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, so
             "evaluation": {"n": int(len(req.eval_x[0])), "labels": req.eval_y is not None, "metric": source_metric,
                            "source_accuracy": source_metric.get("accuracy")},
             "int8_io": int8_io, "num_threads": num_threads, "thresholds": req.thresholds,
-            "artifacts": artifacts + rejected, "notes": notes, "tools": mf.tool_versions(), "seconds": seconds,
+            "artifacts": artifacts + rejected, "notes": notes, "tflite_rewrites": req.rewrites,
+            "tools": mf.tool_versions(), "seconds": seconds,
         }
         mf.write_manifest(tmp, manifest)
         mf.write_report(tmp, manifest)
@@ -399,13 +407,17 @@ def _convert_torch(model: Any, req: _Request, fmts: list[str], tmp: Path, work: 
     seconds["torch_to_onnx"] = round(time.perf_counter() - t, 2)
     _say(progress, f"PyTorch -> ONNX (opset {torch_path.OPSET}, {seconds['torch_to_onnx']} s)")
     if "tflite" in fmts:
-        from edgeprune.export.rewrite import fold_flatten_linear
+        from edgeprune.export.rewrite import fold_flatten_linear, fold_one_channel_convs
 
         t = time.perf_counter()
         tfl_model, folded = fold_flatten_linear(model, shapes)
         if folded:
+            req.rewrites["flatten_linear_as_conv"] = folded
             notes.append(f"TFLite path: flatten -> {', '.join(folded)} exported as a full-map Conv2d (exact) "
                          "so the channels-first flatten needs no TRANSPOSE in NHWC")
+        if req.fold_convs:
+            tfl_model, rows = fold_one_channel_convs(tfl_model, shapes)
+            _note_folded(req, rows)
         static = torch_path.to_onnx(tfl_model, work / "model.onnx", shapes, req.names, out_name, dynamic_batch=False,
                                     twin=twin, softmax=softmax)
         _say(progress, f"onnx2tf: converting to TFLite ({', '.join(s.tflite_layout for s in specs)} input) at "
@@ -448,11 +460,24 @@ def _convert_keras(model: Any, req: _Request, fmts: list[str], tmp: Path, work: 
 
     t = time.perf_counter()
     calib = None if req.calib is None else [s.to_tflite(x) for s, x in zip(req.inputs, req.calib)]
+    if req.fold_convs:
+        from edgeprune.export.keras_rewrite import fold_one_channel_convs
+
+        model, rows = fold_one_channel_convs(model)
+        _note_folded(req, rows)
     files, route = keras_path.keras_to_tflite(model, work, calib, set(req.quants), int8_io, twin=twin)
     produced = _ship_tflite(files, req.quants, tmp, int8_io, f"tf.lite.TFLiteConverter.{route}")
     seconds["keras_to_tflite"] = round(time.perf_counter() - t, 2)
     _say(progress, f"TFLite written via TFLiteConverter.{route} ({seconds['keras_to_tflite']} s)")
     return produced
+
+
+def _note_folded(req: _Request, layers: list[str]) -> None:
+    if layers:
+        req.rewrites["one_channel_conv_rows_as_channels"] = layers
+        req.notes.append(f"TFLite path: {', '.join(layers)} (one input channel) computed as its kernel rows stacked "
+                         "as channels, then a one-row conv (exact; XNNPACK's int8 conv does 8 channels' work for "
+                         "one otherwise; fold_convs=False / --no-fold keeps it)")
 
 
 def _ship_tflite(files: dict[str, Path], quants: list[str], tmp: Path, int8_io: bool, converter: str) -> list[Produced]:

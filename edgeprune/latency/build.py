@@ -22,12 +22,13 @@ from edgeprune.latency import table as tables
 from edgeprune.latency.layer_grid import build_grid, geometry
 
 CACHE = Path("runs") / "latency"
+GRID_VERSION = 2  # 2: one-channel convs timed as the export folds them; a table of another version is not reused
 
 
 def model_key(spec: dict[str, Any]) -> str:
     """The model's architecture and transforms (what sets its shapes), hashed: weights do not change latency."""
-    text = json.dumps({"arch": spec["arch"], "transforms": [t.get("params") for t in spec.get("transforms", [])]},
-                      sort_keys=True, default=str)
+    text = json.dumps({"arch": spec["arch"], "transforms": [t.get("params") for t in spec.get("transforms", [])],
+                       "grid": GRID_VERSION}, sort_keys=True, default=str)
     return f"{spec['arch']['model']}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 

@@ -3,8 +3,8 @@ latency steps as channel counts change (`python -m benchmarks.grid` times them, 
 
 Each prunable conv or dense layer is rebuilt alone in Keras with its real geometry (input size, kernel, stride,
 dilation, padding) and a ReLU after it, at the (in, out) channel counts asked for, and converted with the same
-converter settings as an export (float32, and full int8 with int8 input and output). Geometry comes from the
-PyTorch twin's forward hooks, so both twins of a registered model share one table.
+converter settings and rewrites as an export (float32, and full int8 with int8 input and output). Geometry comes
+from the PyTorch twin's forward hooks, so both twins of a registered model share one table.
 """
 
 from __future__ import annotations
@@ -91,8 +91,15 @@ def geometry(model: Any, input_shapes: list[tuple[int, ...]], layers: list[str] 
     return found
 
 
+def folds(g: Geometry, cin: int) -> bool:
+    """Whether the export rewrites this conv at `cin` input channels (edgeprune/export/keras_rewrite.py)."""
+    return (g.kind == "conv2d" and cin == 1 and g.kernel[0] > 1 and g.stride == (1, 1)
+            and g.dilation == (1, 1))
+
+
 def layer_model(g: Geometry, cin: int, cout: int) -> Any:
-    """The layer alone in Keras (channels-last), at cin -> cout channels, ReLU after it."""
+    """The layer alone in Keras (channels-last), at cin -> cout channels, ReLU after it; a conv over one input
+    channel is written as the export writes it (its kernel rows stacked as channels, then a one-row conv)."""
     import keras
     from keras import layers as L
 
@@ -101,6 +108,12 @@ def layer_model(g: Geometry, cin: int, cout: int) -> Any:
     x = inputs = keras.Input((*g.spatial, cin))
     if g.kind == "dense":
         x = L.Dense(cout)(x)
+    elif folds(g, cin):  # as the export writes it (fold_convs, its default)
+        from edgeprune.export.keras_rewrite import fold_rows
+
+        if g.padding[1]:
+            x = L.ZeroPadding2D(((0, 0), (g.padding[1], g.padding[1])))(x)
+        x = L.Conv2D(cout, (1, g.kernel[1]), padding="valid")(fold_rows(x, g.kernel[0], (g.padding[0],) * 2))
     else:
         two = g.kind == "conv2d"
         if any(g.padding):
