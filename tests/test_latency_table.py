@@ -170,6 +170,43 @@ def test_counts_for_a_mac_budget_land_on_the_stairs_ends(parent, tmp_path):
     assert choose(macs_at(2)) == {"block1.conv1": 2}  # no stair end fits: any count on the lowest stair
 
 
+def test_a_mac_budget_is_used_when_stair_ends_alone_are_too_coarse():
+    """The DCASE baseline with int8 stairs shaped like this x86's: conv2 costs less at 1 input channel (it folds),
+    steps at 8 and 16; conv3 steps at 16. Budget: the seed's C1+C2+C3 (11/11/25), 140,146,000 MACs. On stair ends
+    alone (conv1 1, 8, 16; conv2 16; conv3 16, 32) 8/16/16 takes 143.3 M, so the best fit is 1/16/32 at 36.7 M.
+    conv3 anywhere on its lowest stair (1-16 cost the same) gives 8/16/10: 139.55 M, worked by hand."""
+    from edgeprune.latency.choose import counts_for_macs
+    from edgeprune.models.measure import measure
+    from edgeprune.pruning.api import apply_keep
+
+    arch = arch_spec("dcase2021_baseline")
+    torch.manual_seed(0)
+    model = build_model(arch, "torch")
+    geoms = layer_grid.geometry(model, [s.shape for s in input_specs(arch, "torch")])
+
+    def stairs(levels):  # [(last count of the stair, ms)]
+        out, first = {}, 1
+        for last, ms in levels:
+            out.update({str(c): ms for c in range(first, last + 1)})
+            first = last + 1
+        return out
+
+    doc = {"geometry": {n: g.to_json() for n, g in geoms.items()},
+           "feeds": {"conv1": {"conv2": 1.0}, "conv2": {"conv3": 1.0}, "conv3": {"dense1": 2.0}},
+           "precisions": {"int8": {"whole_ms": 1.0, "rest_ms": 0.1, "layers": {
+               "conv1": {"full_ms": 0.1, "out": stairs([(16, 0.1)]), "in": {}},
+               "conv2": {"full_ms": 0.5, "out": stairs([(16, 0.5)]), "in": stairs([(1, 0.25), (8, 0.33), (16, 0.5)])},
+               "conv3": {"full_ms": 0.04, "out": stairs([(16, 0.02), (32, 0.04)]), "in": stairs([(16, 0.04)])},
+               "dense1": {"full_ms": 0.01, "out": stairs([(100, 0.01)]), "in": stairs([(64, 0.01)])},
+               "dense2": {"full_ms": 0.01, "out": {}, "in": stairs([(100, 0.01)])}}}}}
+    child, _ = apply_keep(model, "torch", arch, {"conv1": list(range(11)), "conv2": list(range(11)),
+                                                 "conv3": list(range(25))})
+    budget = measure(child, "torch", arch)["macs"]
+    assert budget == 140_146_000
+    chosen = counts_for_macs(doc, "int8", model, "torch", arch, ["conv1", "conv2", "conv3"], budget)
+    assert chosen == {"conv1": 8, "conv2": 16, "conv3": 10}
+
+
 def test_paired_timing_returns_each_files_time_and_the_ratio_with_its_spread(parent, tmp_path):
     from edgeprune.paired import paired_latency
 

@@ -91,37 +91,31 @@ def geometry(model: Any, input_shapes: list[tuple[int, ...]], layers: list[str] 
     return found
 
 
-def folds(g: Geometry, cin: int) -> bool:
-    """Whether the export rewrites this conv at `cin` input channels (edgeprune/export/keras_rewrite.py)."""
-    return (g.kind == "conv2d" and cin == 1 and g.kernel[0] > 1 and g.stride == (1, 1)
-            and g.dilation == (1, 1))
-
-
 def layer_model(g: Geometry, cin: int, cout: int) -> Any:
-    """The layer alone in Keras (channels-last), at cin -> cout channels, ReLU after it; a conv over one input
-    channel is written as the export writes it (its kernel rows stacked as channels, then a one-row conv)."""
+    """The layer alone in Keras (channels-last), at cin -> cout channels, ReLU after it, written as the export
+    writes it: padding that keeps the size is the conv's own ('same', as the Keras twins have it), and a conv over
+    one input channel goes through the export's rewrite (its kernel rows stacked as channels, a one-row conv)."""
     import keras
     from keras import layers as L
+
+    from edgeprune.export.keras_rewrite import fold_one_channel_convs
 
     if min(cin, cout) < 1:
         raise EdgepruneError(f"{g.name}: channel counts {cin} -> {cout} must be positive")
     x = inputs = keras.Input((*g.spatial, cin))
     if g.kind == "dense":
         x = L.Dense(cout)(x)
-    elif folds(g, cin):  # as the export writes it (fold_convs, its default)
-        from edgeprune.export.keras_rewrite import fold_rows
-
-        if g.padding[1]:
-            x = L.ZeroPadding2D(((0, 0), (g.padding[1], g.padding[1])))(x)
-        x = L.Conv2D(cout, (1, g.kernel[1]), padding="valid")(fold_rows(x, g.kernel[0], (g.padding[0],) * 2))
     else:
         two = g.kind == "conv2d"
-        if any(g.padding):
+        same = all(s == 1 for s in g.stride) and all(2 * p == d * (k - 1)
+                                                      for p, d, k in zip(g.padding, g.dilation, g.kernel))
+        if any(g.padding) and not same:
             pad = tuple((p, p) for p in g.padding) if two else (g.padding[0], g.padding[0])
             x = (L.ZeroPadding2D(pad) if two else L.ZeroPadding1D(pad))(x)
         conv = L.Conv2D if two else L.Conv1D
-        x = conv(cout, g.kernel, strides=g.stride, dilation_rate=g.dilation, padding="valid")(x)
-    return keras.Model(inputs, L.ReLU()(x))
+        x = conv(cout, g.kernel, strides=g.stride, dilation_rate=g.dilation,
+                 padding="same" if same and any(g.padding) else "valid")(x)
+    return fold_one_channel_convs(keras.Model(inputs, L.ReLU()(x)))[0]
 
 
 def file_name(layer: str, cin: int, cout: int, precision: str) -> str:

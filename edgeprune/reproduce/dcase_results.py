@@ -39,7 +39,8 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
         ex = exports[name]
         row = {"row": name, "kept": {layer: len(kept[layer]) if layer in layers else FULL_WIDTH[layer]
                                      for layer in LAYERS},
-               "params": ex["params"], "mmacs": round(ex["macs"] / 1e6, 1)}
+               "params": ex["params"], "mmacs": round(ex["macs"] / 1e6, 1),
+               "folded": ex.get("tflite_rewrites", {}).get("one_channel_conv_rows_as_channels", [])}
         for q in PRECISIONS:
             art = ex["artifacts"][q]
             row[f"acc_{q}"] = round(100 * art["accuracy"], 2)

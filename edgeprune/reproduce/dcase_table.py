@@ -313,7 +313,8 @@ def _export(path: Path, bundle: Path, settings: Settings, progress: bool, _model
                                            "accuracy": a["parity"]["accuracy"], "top1_agreement": a["parity"]["top1_agreement"],
                                            "cosine": a["parity"]["cosine"], "transpose_ops": a["transpose_ops"],
                                            "passed": a["passed"]}
-                          for a in manifest["artifacts"]}}
+                          for a in manifest["artifacts"]},
+            "tflite_rewrites": manifest.get("tflite_rewrites", {})}
 
 
 def _bench(device: str, targets: list[Path], settings: Settings, stem: Path, progress: bool,

@@ -106,9 +106,11 @@ def size_comparison(rows: list[dict[str, Any]], seed_params: dict[str, int]) -> 
                     parts.append(f"kept counts differ ({kept}): {r['params']:,} vs {seed_params[name]:,} "
                                  f"parameters ({params_diff:+.0%})")
                 if abs(bpp_diff) > 0.02:
+                    folded = (f", the ops of {', '.join(r['folded'])} folded for TFLite (one input channel: "
+                              "kernel rows as channels)") if r.get("folded") else ""
                     parts.append(f"{ours_bpp:.2f} vs {seed_bpp:.2f} bytes per parameter ({bpp_diff:+.0%}): "
-                                 "converter version and what it stores beside the weights (metadata, "
-                                 "float biases and scales, the signature)")
+                                 "converter version and what it stores beside the weights (metadata"
+                                 f"{folded}, float biases and scales, the signature)")
                 reason = "; ".join(parts) or "no single cause above 2 %"
             out.append({"row": name, "precision": q, "ours_kb": round(ours_kb, 1), "seed_kb": seed_kb,
                         "diff_pct": round(100 * diff, 1), "ours_params": r["params"],
