@@ -22,7 +22,7 @@ from edgeprune.latency import table as tables
 from edgeprune.latency.layer_grid import build_grid, geometry
 
 CACHE = Path("runs") / "latency"
-GRID_VERSION = 2  # 2: one-channel convs timed as the export folds them; a table of another version is not reused
+GRID_VERSION = 3  # 3: layers built as the export writes them (one-channel fold, padding in the conv); older tables are not reused
 
 
 def model_key(spec: dict[str, Any]) -> str:
