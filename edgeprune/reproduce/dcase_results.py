@@ -184,8 +184,9 @@ def markdown(doc: dict[str, Any]) -> str:
         cols = ["row", "seed", "counts", "mac_cut", "acc_fp32_seed_counts", "acc_fp32", "acc_int8_seed_counts",
                 "acc_int8", "lat_cut_fp32_seed_counts", "lat_cut_fp32", "lat_cut_int8_seed_counts", "lat_cut_int8"]
         parts += ["", "## Latency-aware rows (within the seed row's MAC budget, each pruned layer at the end of one "
-                      "of its measured full-int8 latency stairs on this machine, using the most of the budget; "
-                      "passive's best channels; fine-tuned and exported the same way)", "",
+                      "of its measured full-int8 latency stairs on this machine or on its lowest stair, the fastest "
+                      "predicted within 5 % of the most MACs the budget allows; passive's best channels; fine-tuned "
+                      "and exported the same way)", "",
                   markdown_table(lrows, cols, ["row", "seed counts C1/C2/C3", "latency-aware counts", "MAC cut",
                                                "acc % fp32 (seed counts)", "acc % fp32", "acc % int8 (seed counts)",
                                                "acc % int8", "latency cut fp32 (seed counts)", "latency cut fp32",
