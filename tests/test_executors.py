@@ -145,6 +145,15 @@ def test_each_step_draws_the_same_numbers_in_a_fresh_worker_as_after_other_steps
     assert _draw() == local["b"]
 
 
+def test_a_step_draws_the_same_numbers_whether_or_not_keras_was_imported_before_it():
+    """Importing Keras draws from Python's generator; a fresh worker whose first step imports it must not differ."""
+    code = ("import random, sys\n{before}from edgeprune.reproduce.steps import fresh_random_state\n"
+            "fresh_random_state('fine-tune C1')\nimport keras\nprint(random.random())")
+    draws = [subprocess.run([sys.executable, "-c", code.format(before=before)], capture_output=True, text=True,
+                            check=True).stdout.split()[-1] for before in ("", "import keras\n")]
+    assert draws[0] == draws[1]
+
+
 def test_a_failing_step_stops_the_run_with_its_name_and_keeps_the_finished_ones(tmp_path, ray_here):
     work = tmp_path / "w"
     with pytest.raises(EdgepruneError, match=r"^step d: no such checkpoint: x$"):
