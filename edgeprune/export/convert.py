@@ -86,8 +86,7 @@ def export(checkpoint_path: str | Path, out_dir: str | Path = "export", formats:
     task = task_of(spec["arch"])
     req = _request(input_specs(spec["arch"], fw), fw, Path(out_dir) / (name or checkpoint_path.resolve().name),
                    formats, quant, calib, eval_x, eval_y, eval_meta, thresholds, force, task,
-                   output_axes(spec["arch"], fw))
-    req.fold_convs = fold_convs
+                   output_axes(spec["arch"], fw), fold_convs)
     ckpt = ckpt_mod.load(checkpoint_path, framework=framework)
     source = {"checkpoint": str(checkpoint_path), "checkpoint_framework": spec["framework"], "framework": fw,
               "weights_sha256": spec.get("weights_sha256"), "model": spec["arch"]["model"], "arch": spec["arch"],
@@ -130,8 +129,7 @@ def export_model(model: Any, input_spec: InputSpec | Sequence[InputSpec], out_di
     specs = [input_spec] if isinstance(input_spec, InputSpec) else list(input_spec)
     task_obj = None if task is None else get_task(task)
     req = _request(specs, fw, Path(out_dir) / (name or model_name), formats, quant, calib, eval_x, eval_y, eval_meta,
-                   thresholds, force, task_obj, model_output_axes)
-    req.fold_convs = fold_convs
+                   thresholds, force, task_obj, model_output_axes, fold_convs)
     source = {"checkpoint": None, "checkpoint_framework": None, "framework": fw, "weights_sha256": None,
               "model": model_name, "arch": None, "transforms": []}
     return _export(model, fw, req, classes=None if classes is None else list(classes), source=source,
@@ -195,7 +193,7 @@ def _arrays(given: Arrays, specs: list[InputSpec], what: str) -> list[np.ndarray
 def _request(input_specs: list[InputSpec], framework: str, bundle: Path, formats: str | Sequence[str],
              quant: str | Sequence[str], calib: Any, eval_x: Any, eval_y: Any, eval_meta: Any,
              thresholds: dict[str, float] | None, force: bool, task: Task | None,
-             model_axes: str | None) -> _Request:
+             model_axes: str | None, fold_convs: bool = True) -> _Request:
     """Check everything that can be checked without the model: a bad argument or array fails before any
     conversion, and before anything is written."""
     fmts = normalize_list(formats, FORMATS, "format")
@@ -243,7 +241,8 @@ def _request(input_specs: list[InputSpec], framework: str, bundle: Path, formats
     if sorted(axes) != sorted(task_doc["output"]["axes"]):
         raise EdgepruneError(f"model output axes '{axes}' are not an arrangement of the task's "
                              f"'{task_doc['output']['axes']}'")
-    return _Request(specs, bundle, force, fmts, quants, th, calib32, eval32, eval_y, meta, task_doc, task, axes, notes)
+    return _Request(specs, bundle, force, fmts, quants, th, calib32, eval32, eval_y, meta, task_doc, task, axes, notes,
+                    fold_convs)
 
 
 def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, source: dict[str, Any], label: str,

@@ -22,7 +22,8 @@ from edgeprune.latency import table as tables
 from edgeprune.latency.layer_grid import build_grid, geometry
 
 CACHE = Path("runs") / "latency"
-GRID_VERSION = 3  # 3: layers built as the export writes them (one-channel fold, padding in the conv); older tables are not reused
+# 3: layers built as the export writes them (one-channel fold, padding in the conv); older tables are not reused
+GRID_VERSION = 3
 
 
 def model_key(spec: dict[str, Any]) -> str:

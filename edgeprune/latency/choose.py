@@ -42,10 +42,9 @@ def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework
                     limit: int = 200_000) -> dict[str, int]:
     """Counts of `layers` (the others kept whole), each at the end of one of its measured stairs or on its lowest
     stair, within the budget and within `slack` of the most MACs it allows: the lowest stair-read predicted latency
-    (ties: more MACs, then more channels). MACs and widths are
-    computed from the layers' geometry and how each pruned layer feeds the next (one real cut per layer finds
-    that), so every combination is priced without surgery; the choice is then cut for real and its MACs
-    checked."""
+    (ties: more MACs, then more channels). MACs and widths are computed from the layers' geometry and how each
+    pruned layer feeds the next (one real cut per layer finds that), so every combination is priced without
+    surgery; the choice is then cut for real and its MACs checked."""
     from edgeprune.models.measure import measure
     from edgeprune.pruning.api import apply_keep
 
@@ -101,10 +100,9 @@ def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework
 
     ends = [sorted(set(steps_of(table, precision, n, tolerance)) | {full[n][1]})
             if len(t["layers"][n]["out"]) > 1 else list(range(1, full[n][1] + 1)) for n in layers]
-    best = search([sorted(set(e) | set(range(1, e[0] + 1))) for e in ends])
-    if best is None:
+    counts = search([sorted(set(e) | set(range(1, e[0] + 1))) for e in ends])
+    if counts is None:
         raise EdgepruneError(f"no counts of {layers} on the measured stairs fit {macs_budget:,.0f} MACs")
-    counts = best
     child, _ = apply_keep(model, framework, arch, {n: list(range(c)) for n, c in counts.items()})
     real = measure(child, framework, arch)["macs"]
     if real > macs_budget:

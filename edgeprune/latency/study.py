@@ -5,8 +5,8 @@ one process (1 thread, XNNPACK), beside its MAC cut and the latency table's pred
     python -m edgeprune.latency.study --out benchmarks/results/latency_follows_cut
 
 Variants: the seed's C1 (11/16/32) and C1+C2+C3 (11/11/25) counts, and the latency-aware choice for the
-C1+C2+C3 MAC budget: among counts on the table's measured steps (conv1, conv2, conv3) whose MACs stay within the
-budget, the one with the lowest predicted latency at the precision. Latency does not depend on the weights, so
+C1+C2+C3 MAC budget chosen by `latency.choose.counts_for_macs` from the table's measured steps (conv1, conv2,
+conv3) at the precision. Latency does not depend on the weights, so
 the parent is the seeded initial model; which channels stay is immaterial here (the DCASE job keeps passive's).
 Every file is exported as `edgeprune export` writes it (conv1, over one input channel, folded into a 1x7 conv over
 its 7 kernel rows); one more row is the parent exported without that fold, timed against the folded parent.
@@ -51,7 +51,6 @@ def _macs(path: Path) -> int:
 
 def run(out: Path, rounds: int = 12, block: int = 50) -> str:
     from edgeprune.bench import load_devices
-    from edgeprune.export import export
     from edgeprune.latency import build
     from edgeprune.paired import paired_latency
     from edgeprune.latency.choose import counts_for_macs
@@ -78,23 +77,9 @@ def run(out: Path, rounds: int = 12, block: int = 50) -> str:
             variants[name] = _variant(parent, counts, work / f"aware-{q}")
         rng = np.random.default_rng(0)
         calib = {f.name: rng.normal(size=(32, *f.shape)).astype(np.float32) for f in task_of(arch).inputs}
-        files: dict[str, dict[str, Path]] = {}
-        for name, path in {"parent": work / "parent", **variants}.items():
-            try:
-                export(path, work / "export", formats="tflite", quant="fp32,int8", calib=calib, eval_x=calib,
-                       force=True, progress=False, name=path.name)
-            except EdgepruneError as exc:  # random inputs: parity may reject; the file still times as shipped
-                if getattr(exc, "manifest", None) is None:
-                    raise
-            bundle = work / "export" / path.name
-            files[name] = _files(bundle)
-        try:
-            export(work / "parent", work / "export", formats="tflite", quant="fp32,int8", calib=calib, eval_x=calib,
-                   force=True, progress=False, name="parent-unfolded", fold_convs=False)
-        except EdgepruneError as exc:
-            if getattr(exc, "manifest", None) is None:
-                raise
-        files[UNFOLDED] = _files(work / "export" / "parent-unfolded")
+        files = {name: _exported(path, work / "export", path.name, calib)
+                 for name, path in {"parent": work / "parent", **variants}.items()}
+        files[UNFOLDED] = _exported(work / "parent", work / "export", "parent-unfolded", calib, fold_convs=False)
         variants = {UNFOLDED: work / "parent", **variants}
         parent_macs = _macs(work / "parent")
         rows = []
@@ -128,8 +113,19 @@ def run(out: Path, rounds: int = 12, block: int = 50) -> str:
                             findings(rows, doc))
 
 
-def _files(bundle: Path) -> dict[str, Path]:
-    """The bundle's fp32 and int8 .tflite (a file parity rejected on random inputs times as shipped)."""
+def _exported(path: Path, out: Path, name: str, calib: dict[str, np.ndarray], fold_convs: bool = True
+              ) -> dict[str, Path]:
+    """Export a checkpoint's fp32 and int8 .tflite to out/name; the files, those parity rejected included (random
+    inputs: parity may reject; a rejected file still times as shipped)."""
+    from edgeprune.export import export
+
+    try:
+        export(path, out, formats="tflite", quant="fp32,int8", calib=calib, eval_x=calib, force=True,
+               progress=False, name=name, fold_convs=fold_convs)
+    except EdgepruneError as exc:
+        if getattr(exc, "manifest", None) is None:
+            raise
+    bundle = out / name
     return {q: next(p for p in (bundle / f"model_{q}.tflite", bundle / "rejected" / f"model_{q}.tflite")
                     if p.exists()) for q in ("fp32", "int8")}
 
