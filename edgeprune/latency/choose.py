@@ -37,70 +37,90 @@ def _level(levels: dict[int, float], count: float) -> float:
     return levels[above[0]] if above else levels[max(levels)]
 
 
-def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework: str, arch: dict[str, Any],
-                    layers: list[str], macs_budget: float, tolerance: float = 0.05, slack: float = 0.05,
-                    limit: int = 200_000) -> dict[str, int]:
-    """Counts of `layers` (the others kept whole), each at the end of one of its measured stairs or on its lowest
-    stair, within the budget and within `slack` of the most MACs it allows: the lowest stair-read predicted latency
-    (ties: more MACs, then more channels). MACs and widths are computed from the layers' geometry and how each
-    pruned layer feeds the next (one real cut per layer finds that), so every combination is priced without
-    surgery; the choice is then cut for real and its MACs checked."""
-    from edgeprune.models.measure import measure
-    from edgeprune.pruning.api import apply_keep
+class Pricer:
+    """MACs and stair-read predicted latency (ms) of any counts of `layers` (the others kept whole), without surgery:
+    widths follow from the layers' geometry and how each pruned layer feeds the next (one real cut per layer finds
+    that when the table was built without it)."""
 
-    t = table["precisions"][precision]
-    geoms = {n: Geometry(**{**g, **{k: tuple(v) for k, v in g.items() if isinstance(v, list)}})
-             for n, g in table["geometry"].items()}
-    full = channel_counts(model, framework)
-    feeds: dict[str, tuple[str, float]] = {}  # consumer -> (pruned layer feeding it, input channels per channel)
-    for n in layers:
-        fed = (table.get("feeds") or {}).get(n)
-        if fed is None:  # a table built without them: one real cut tells
-            child, _ = apply_keep(model, framework, arch, {n: list(range(max(1, full[n][1] // 2)))})
-            fed = {c: full[c][0] / full[n][1] for c, (cin, _) in channel_counts(child, framework).items()
-                   if c != n and cin != full[c][0]}
-        feeds.update({consumer: (n, per) for consumer, per in fed.items()})
-    levels = {n: (_stair_levels(e["out"], tolerance), _stair_levels(e["in"], tolerance), e["full_ms"])
-              for n, e in t["layers"].items()}
-    base_macs = sum(g.macs(g.cin, g.cout) for g in geoms.values())
-    offset = measure(model, framework, arch)["macs"] - base_macs  # MACs outside the grid's layers (none, usually)
+    def __init__(self, table: dict[str, Any], precision: str, model: Any, framework: str, arch: dict[str, Any],
+                 layers: list[str], tolerance: float = 0.05) -> None:
+        from edgeprune.models.measure import measure
+        from edgeprune.pruning.api import apply_keep
 
-    def widths(counts: dict[str, int]) -> dict[str, tuple[int, int]]:
+        self.t = table["precisions"][precision]
+        self.geoms = {n: Geometry(**{**g, **{k: tuple(v) for k, v in g.items() if isinstance(v, list)}})
+                      for n, g in table["geometry"].items()}
+        self.full = full = channel_counts(model, framework)
+        self.feeds: dict[str, tuple[str, float]] = {}  # consumer -> (pruned layer feeding it, inputs per channel)
+        for n in layers:
+            fed = (table.get("feeds") or {}).get(n)
+            if fed is None:  # a table built without them: one real cut tells
+                child, _ = apply_keep(model, framework, arch, {n: list(range(max(1, full[n][1] // 2)))})
+                fed = {c: full[c][0] / full[n][1] for c, (cin, _) in channel_counts(child, framework).items()
+                       if c != n and cin != full[c][0]}
+            self.feeds.update({consumer: (n, per) for consumer, per in fed.items()})
+        self.levels = {n: (_stair_levels(e["out"], tolerance), _stair_levels(e["in"], tolerance), e["full_ms"])
+                       for n, e in self.t["layers"].items()}
+        base_macs = sum(g.macs(g.cin, g.cout) for g in self.geoms.values())
+        self.offset = measure(model, framework, arch)["macs"] - base_macs  # MACs outside the grid's layers
+
+    def widths(self, counts: dict[str, int]) -> dict[str, tuple[int, int]]:
         out = {}
-        for name, (cin, cout) in full.items():
-            if name in feeds:
-                src, per = feeds[name]
-                cin = int(round(counts.get(src, full[src][1]) * per))
+        for name, (cin, cout) in self.full.items():
+            if name in self.feeds:
+                src, per = self.feeds[name]
+                cin = int(round(counts.get(src, self.full[src][1]) * per))
             out[name] = (cin, counts.get(name, cout))
         return out
 
-    def priced(counts: dict[str, int]) -> tuple[float, float]:
-        w = widths(counts)
-        macs = offset + sum(g.macs(*w[n]) for n, g in geoms.items())
-        ms = t["rest_ms"]
-        for n, (out_lv, in_lv, full_ms) in levels.items():
+    def __call__(self, counts: dict[str, int]) -> tuple[float, float]:
+        """(MACs, predicted ms) of the model cut to `counts`."""
+        w = self.widths(counts)
+        macs = self.offset + sum(g.macs(*w[n]) for n, g in self.geoms.items())
+        ms = self.t["rest_ms"]
+        for n, (out_lv, in_lv, full_ms) in self.levels.items():
             cin, cout = w[n]
             out_ms = _level(out_lv, cout) if len(out_lv) > 1 else full_ms
             ms += out_ms * (_level(in_lv, cin) / full_ms if len(in_lv) > 1 else 1.0)
         return macs, ms
 
-    def search(options: list[list[int]]):
-        if np.prod([len(o) for o in options], dtype=np.int64) > limit:
-            raise EdgepruneError(f"too many count combinations for {layers} (at most {limit})")
-        fits = []
-        for combo in itertools.product(*options):
-            macs, ms = priced(dict(zip(layers, combo)))
-            if macs <= macs_budget:
-                fits.append((macs, ms, combo))
-        if not fits:
-            return None
-        floor = (1 - slack) * max(f[0] for f in fits)
-        _, _, combo = min((f for f in fits if f[0] >= floor), key=lambda f: (round(f[1], 9), -f[0], -sum(f[2])))
-        return dict(zip(layers, combo))
+
+def best_within(priced: Pricer, layers: list[str], options: list[list[int]], macs_budget: float,
+                slack: float = 0.05, limit: int = 200_000) -> dict[str, int] | None:
+    """Among the combinations of `options` (one list of counts per layer) within the budget and within `slack` of
+    the most MACs it allows, the lowest predicted latency (ties: more MACs, then more channels); None if none fit."""
+    if np.prod([len(o) for o in options], dtype=np.int64) > limit:
+        raise EdgepruneError(f"too many count combinations for {layers} (at most {limit})")
+    fits = []
+    for combo in itertools.product(*options):
+        macs, ms = priced(dict(zip(layers, combo)))
+        if macs <= macs_budget:
+            fits.append((macs, ms, combo))
+    if not fits:
+        return None
+    floor = (1 - slack) * max(f[0] for f in fits)
+    _, _, combo = min((f for f in fits if f[0] >= floor), key=lambda f: (round(f[1], 9), -f[0], -sum(f[2])))
+    return dict(zip(layers, combo))
+
+
+def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework: str, arch: dict[str, Any],
+                    layers: list[str], macs_budget: float, tolerance: float = 0.05, slack: float = 0.05,
+                    limit: int = 200_000) -> dict[str, int]:
+    """Counts of `layers` (the others kept whole), each at the end of one of its measured stairs or on its lowest
+    stair, within the budget and within `slack` of the most MACs it allows: the lowest stair-read predicted latency
+    (ties: more MACs, then more channels). Every combination is priced without surgery (`Pricer`); the choice is
+    then cut for real and its MACs checked."""
+    from edgeprune.models.measure import measure
+    from edgeprune.pruning.api import apply_keep
+
+    t = table["precisions"][precision]
+    priced = Pricer(table, precision, model, framework, arch, layers, tolerance)
+    full = priced.full
 
     ends = [sorted(set(steps_of(table, precision, n, tolerance)) | {full[n][1]})
             if len(t["layers"][n]["out"]) > 1 else list(range(1, full[n][1] + 1)) for n in layers]
-    counts = search([sorted(set(e) | set(range(1, e[0] + 1))) for e in ends])
+    counts = best_within(priced, layers, [sorted(set(e) | set(range(1, e[0] + 1))) for e in ends],
+                         macs_budget, slack, limit)
     if counts is None:
         raise EdgepruneError(f"no counts of {layers} on the measured stairs fit {macs_budget:,.0f} MACs")
     child, _ = apply_keep(model, framework, arch, {n: list(range(c)) for n, c in counts.items()})

@@ -10,6 +10,8 @@ conv3) at the precision. Latency does not depend on the weights, so
 the parent is the seeded initial model; which channels stay is immaterial here (the DCASE job keeps passive's).
 Every file is exported as `edgeprune export` writes it (conv1, over one input channel, folded into a 1x7 conv over
 its 7 kernel rows); one more row is the parent exported without that fold, timed against the folded parent.
+The findings also give the table's bound: the best predicted latency cut / MAC cut over EVERY combination of counts
+within 5 % under the budget, and over every combination within the budget at all (any deeper cut).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def run(out: Path, rounds: int = 12, block: int = 50) -> str:
         doc, table_path = build.build(work / "parent", runner, ("fp32", "int8"), layers=list(LAYERS))
         variants = {name: _variant(parent, c, work / name.split(" ")[0]) for name, c in SEED_ROWS.items()}
         budget = _macs(variants["C1+C2+C3 (11/11/25)"])
+        bounds = {q: bound(doc, q, parent, budget) for q in ("fp32", "int8")}
         for q in ("fp32", "int8"):
             chosen = counts_for_macs(doc, q, parent.model, parent.framework, parent.arch, list(LAYERS), budget)
             counts = tuple(chosen[n] for n in LAYERS)
@@ -110,7 +113,7 @@ def run(out: Path, rounds: int = 12, block: int = 50) -> str:
                                                     "prediction_error")]
         return write_result(out, "Latency against the cut: DCASE baseline variants, float32 and full int8",
                             f"python -m edgeprune.latency.study --out {out}", method, rows, columns,
-                            findings(rows, doc))
+                            findings(rows, doc, bounds))
 
 
 def _exported(path: Path, out: Path, name: str, calib: dict[str, np.ndarray], fold_convs: bool = True
@@ -130,8 +133,31 @@ def _exported(path: Path, out: Path, name: str, calib: dict[str, np.ndarray], fo
                     if p.exists()) for q in ("fp32", "int8")}
 
 
-def findings(rows: list[dict[str, Any]], doc: dict[str, Any]) -> str:
-    """What the rows say about the goal and the fold, in numbers read from them and from the table."""
+def bound(doc: dict[str, Any], precision: str, parent: checkpoint.Checkpoint, budget: float,
+          slack: float = 0.05, tolerance: float = 0.05) -> dict[str, Any]:
+    """The best predicted latency cut / MAC cut any counts of conv1..3 reach: among those within `slack` under the
+    budget (`band`) and among all within it (`deeper`), each with its counts; every combination is priced."""
+    import itertools
+
+    from edgeprune.latency.choose import Pricer
+
+    priced = Pricer(doc, precision, parent.model, parent.framework, parent.arch, list(LAYERS), tolerance)
+    base_macs, base_ms = priced({n: priced.full[n][1] for n in LAYERS})
+    best: dict[str, tuple[float, tuple[int, ...]]] = {}
+    for combo in itertools.product(*(range(1, priced.full[n][1] + 1) for n in LAYERS)):
+        macs, ms = priced(dict(zip(LAYERS, combo)))
+        if macs > budget:
+            continue
+        ratio = (1 - ms / base_ms) / (1 - macs / base_macs)
+        for key, inside in (("band", macs >= (1 - slack) * budget), ("deeper", True)):
+            if inside and ratio > best.get(key, (-np.inf,))[0]:
+                best[key] = (ratio, combo)
+    return {k: {"ratio": round(float(r), 3), "counts": list(c)} for k, (r, c) in best.items()}
+
+
+def findings(rows: list[dict[str, Any]], doc: dict[str, Any], bounds: dict[str, Any] | None = None) -> str:
+    """What the rows say about the goal and the fold, in numbers read from them, from the table and from its
+    `bound` per precision."""
     by = {r["model"]: r for r in rows}
     lines = []
     unfolded = by.get(UNFOLDED)
@@ -146,6 +172,13 @@ def findings(rows: list[dict[str, Any]], doc: dict[str, Any]) -> str:
         ratio = best[f"{q}_cut_over_mac_cut"]
         lines.append(f"{q}: at the C1+C2+C3 budget the best latency cut / MAC cut is {ratio} ({best['model']}); goal "
                      f"{GOAL}: {'met' if ratio >= GOAL else 'NOT met'}.")
+        b = (bounds or {}).get(q)
+        if b:
+            band, deeper = b["band"], b["deeper"]
+            lines.append(f"{q}: the table's bound: over every combination of counts within 5 % under that budget, the "
+                         f"best predicted latency cut / MAC cut is {band['ratio']} "
+                         f"({'/'.join(map(str, band['counts']))}); cutting deeper, at most {deeper['ratio']} "
+                         f"({'/'.join(map(str, deeper['counts']))}).")
     curves = doc["precisions"]["int8"]["layers"].get("conv2", {}).get("in")
     if curves:
         points = {int(k): v for k, v in curves.items()}
