@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from edgeprune.errors import EdgepruneError
 
@@ -287,12 +288,18 @@ def _latency_table(args: argparse.Namespace) -> tuple[dict, str]:
     return doc, args.precision
 
 
-def _latency_steps(latency: tuple[dict, str]) -> dict[str, list[int]]:
-    """Per layer with an output sweep, the counts worth keeping on the target (--round-to auto)."""
+def _latency_steps(latency: tuple[dict, str]) -> Callable[[tuple[str, ...]], list[int] | None]:
+    """The counts worth keeping on the target for a group of coupled layers (--round-to auto); None where no
+    member has an output sweep in the table."""
     from edgeprune.latency.table import steps_of
 
     doc, q = latency
-    return {n: steps_of(doc, q, n) for n, e in doc["precisions"][q]["layers"].items() if len(e["out"]) > 1}
+    layers = doc["precisions"][q]["layers"]
+
+    def steps(members: tuple[str, ...]) -> list[int] | None:
+        swept = [n for n in members if len(layers.get(n, {}).get("out", {})) > 1]
+        return steps_of(doc, q, members) if swept else None
+    return steps
 
 
 def cmd_prune_layers(args: argparse.Namespace) -> None:

@@ -100,16 +100,16 @@ def test_keys_ignore_weights_but_not_shapes(parent):
     assert build.model_key(spec) != build.model_key(wider)
 
 
-def _cached_table(work, parent) -> dict:
+def _cached_table(work, parent, conv2_out: dict[str, float] | None = None) -> dict:
     """A hand-written int8 table for the tiny model, cached for the 'desktop' target: conv0's time steps after 2
-    channels, block1.conv1's after 3; rest 1 ms; whole file 8.5 ms."""
-    flat = {str(c): 1.0 for c in range(1, 5)}
+    channels, block1.conv1's after 3, block1.conv2's is flat (or `conv2_out`); rest 1 ms; whole file 8.5 ms."""
+    flat = {str(c): 2.0 for c in range(1, 5)}
     doc = {"format": 1, "model": build.model_key(checkpoint.read_spec(parent)), "target": "desktop",
            "precisions": {"int8": {"whole_ms": 8.5, "rest_ms": 1.0, "layers": {
                "conv0": {"full_ms": 2.0, "out": {"1": 1.0, "2": 1.0, "3": 2.0, "4": 2.0}, "in": {}},
                "block1.conv1": {"full_ms": 3.0, "out": {"1": 1.0, "2": 1.0, "3": 1.0, "4": 3.0},
                                 "in": {"1": 1.5, "2": 1.5, "3": 3.0, "4": 3.0}},
-               "block1.conv2": {"full_ms": 2.0, "out": {k: 2 * v for k, v in flat.items()},
+               "block1.conv2": {"full_ms": 2.0, "out": conv2_out or flat,
                                 "in": {"1": 1.0, "2": 1.0, "3": 1.0, "4": 2.0}},
                "fc": {"full_ms": 0.5, "out": {}, "in": {"1": 0.25, "2": 0.25, "3": 0.5, "4": 0.5}}}}}}
     folder = work / "runs" / "latency" / "cached-device"
@@ -146,6 +146,17 @@ def test_a_latency_budget_meets_the_predicted_fraction_or_says_how_close(parent,
     assert proc.returncode == 2 and "cannot be met" in proc.stderr and "still take" in proc.stderr
     proc = _prune(parent, tmp_path, "--ratio", "0.5", "--device", "desktop", "--force")
     assert proc.returncode == 2 and "--device applies to" in proc.stderr
+
+
+def test_round_to_auto_steps_a_coupled_group_on_every_members_time(parent, tmp_path):
+    """conv0 and block1.conv2 meet at the identity skip, so they keep one count. conv0 alone steps after 2 (its
+    stairs end at 2 and 4: 3 channels would grow to 4); block1.conv2 steps after 3. Together, by count:
+    1+1, 1+1, 2+1, 2+3 ms, so 3 ends a stair and a 0.25 cut keeps 3 in both."""
+    _cached_table(tmp_path, parent, conv2_out={"1": 1.0, "2": 1.0, "3": 1.0, "4": 3.0})
+    proc = _prune(parent, tmp_path, "--ratio", "0.25", "--round-to", "auto")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = checkpoint.load(tmp_path / "out", framework="torch").model
+    assert model.conv0.out_channels == model.block1.conv2.out_channels == 3
 
 
 def test_counts_for_a_mac_budget_land_on_the_stairs_ends(parent, tmp_path):
@@ -231,6 +242,20 @@ def test_a_layers_steps_include_those_of_the_layers_it_feeds():
     assert table.count_curve(doc, "int8", "a")[9] == pytest.approx(3.0)
     del doc["feeds"]
     assert table.steps_of(doc, "int8", "a") == [16]
+
+
+def test_a_coupled_groups_steps_add_its_members_and_count_a_shared_reader_once():
+    """a and b meet at an add that c reads. a steps after 4, c's input after 6, b is flat: the group's stairs end at
+    4, 6 and 8; at 8 channels it costs a 2 + b 1 + c 2 = 5 ms (c once, though both feed it)."""
+    doc = {"precisions": {"int8": {"layers": {
+        "a": {"full_ms": 2.0, "out": {str(k): 1.0 if k <= 4 else 2.0 for k in range(1, 9)}, "in": {}},
+        "b": {"full_ms": 1.0, "out": {str(k): 1.0 for k in range(1, 9)}, "in": {}},
+        "c": {"full_ms": 2.0, "out": {}, "in": {str(k): 1.0 if k <= 6 else 2.0 for k in range(1, 9)}}}}},
+        "feeds": {"a": {"c": 1.0}, "b": {"c": 1.0}}}
+    assert table.steps_of(doc, "int8", ("a", "b")) == [4, 6, 8]
+    assert table.count_curve(doc, "int8", ("a", "b"))[8] == pytest.approx(5.0)
+    assert table.steps_of(doc, "int8", "a") == [4, 6, 8]  # a alone: its own stairs and c's
+    assert table.steps_of(doc, "int8", "b") == [6, 8]
 
 
 def test_export_vs_a_parent_bundle_adds_the_latency_cut_beside_the_mac_cut(parent, tmp_path):

@@ -14,7 +14,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.latency import steps
@@ -107,17 +107,29 @@ def predict(table: dict[str, Any], precision: str, counts: dict[str, tuple[int, 
     return t["rest_ms"] + sum(layer_ms(entry, *counts[n]) for n, entry in t["layers"].items())
 
 
-def count_curve(table: dict[str, Any], precision: str, layer: str) -> dict[int, float]:
+def count_curve(table: dict[str, Any], precision: str, layers: str | Sequence[str]) -> dict[int, float]:
     """What a layer's output count costs on the target, count by count: its own output curve plus the input curves
-    of the layers it feeds (a conv's count is the next conv's input width, often where the time steps)."""
+    of the layers it feeds (a conv's count is the next conv's input width, often where the time steps). `layers`
+    may be a coupled group (members of a residual add keep one count): every member's own curve, plus each layer
+    any member feeds, once."""
     t = table["precisions"][precision]["layers"]
-    entry = t.get(layer)
-    if entry is None:
-        raise EdgepruneError(f"layer '{layer}' is not in the latency table")
-    own = _ints(entry["out"])
-    counts = sorted(own) if len(own) > 1 else [int(max(own or {1: 0}))]
-    curve = {k: (steps.interpolate(own, k) if len(own) > 1 else entry["full_ms"]) for k in counts}
-    for consumer, per in (table.get("feeds") or {}).get(layer, {}).items():
+    names = [layers] if isinstance(layers, str) else list(layers)
+    members = [n for n in names if n in t]
+    if not members:
+        raise EdgepruneError(f"layer '{names[0]}' is not in the latency table" if len(names) == 1 else
+                             f"none of the coupled layers {', '.join(names)} is in the latency table")
+    owns = {n: _ints(t[n]["out"]) for n in members}
+    swept = next((own for own in owns.values() if len(own) > 1), None)
+    counts = sorted(swept) if swept else [int(max(next(iter(owns.values())) or {1: 0}))]
+    curve = {k: 0.0 for k in counts}
+    for n, own in owns.items():
+        curve = {k: v + (steps.interpolate(own, k) if len(own) > 1 else t[n]["full_ms"]) for k, v in curve.items()}
+    consumers: dict[str, float] = {}
+    for n in members:
+        for consumer, per in (table.get("feeds") or {}).get(n, {}).items():
+            if consumer not in names:
+                consumers.setdefault(consumer, per)
+    for consumer, per in consumers.items():
         inc = _ints(t[consumer]["in"]) if consumer in t else {}
         if len(inc) > 1:
             curve = {k: v + steps.interpolate(inc, k * per) for k, v in curve.items()}
@@ -127,10 +139,11 @@ def count_curve(table: dict[str, Any], precision: str, layer: str) -> dict[int, 
 MIN_STEP = 0.01  # of the whole file's time: a smaller rise is not a step worth a channel count
 
 
-def steps_of(table: dict[str, Any], precision: str, layer: str, tolerance: float = 0.05) -> list[int]:
-    """The output counts worth keeping for a layer on this target: the last count of each stair of `count_curve`
-    (its own time and that of the layers it feeds); a rise under 1 % of the whole file's time is noise, not a
-    step."""
+def steps_of(table: dict[str, Any], precision: str, layer: str | Sequence[str], tolerance: float = 0.05
+             ) -> list[int]:
+    """The output counts worth keeping for a layer (or a coupled group) on this target: the last count of each
+    stair of `count_curve` (its own time and that of the layers it feeds); a rise under 1 % of the whole file's
+    time is noise, not a step."""
     curve = count_curve(table, precision, layer)
     min_ms = MIN_STEP * table["precisions"][precision].get("whole_ms", 0.0)
     return steps.step_counts(curve, tolerance, min_ms) if len(curve) > 1 else sorted(curve)

@@ -131,7 +131,7 @@ def prune(model: Any, example_inputs: Any = None, criterion: str = "l1", target:
         if goal.rule and coupled:
             raise EdgepruneError(f"the '{used.criterion}' rule keeps each layer's own filters; coupled layers "
                                  f"{', '.join(coupled[0].members)} need one keep-list: prune to a ratio or a budget")
-        goal = _by_group(goal, plan)
+        goal = _steps_by_group(_by_group(goal, plan), plan)
         from edgeprune.pruning.targets import resolve
 
         keep = resolve(goal, gscores, {n: c for n, c in plan.channels().items() if n in gscores.layers},
@@ -185,6 +185,16 @@ def _by_group(goal: Target, plan: Groups) -> Target:
             raise EdgepruneError(f"layer '{layer}' cannot be pruned: {plan.left_out.get(layer, 'not found')}")
         ratios[group.name] = r
     return replace(goal, layer_ratios=ratios)
+
+
+def _steps_by_group(goal: Target, plan: Groups) -> Target:
+    """A target's latency steps asked per group: a coupled group's count pays for every member's time."""
+    if not callable(goal.steps):
+        return goal
+    from dataclasses import replace
+
+    found = {g.name: goal.steps(g.members) for g in plan.groups}
+    return replace(goal, steps={name: s for name, s in found.items() if s})
 
 
 def _examples(example_inputs: Any, framework: str) -> Any:

@@ -28,7 +28,9 @@ class Target:
     rule: bool = False
     budget: tuple[str, float] | None = None  # ("params" | "macs" | "latency", fraction of the parent to keep)
     round_to: int = 1
-    steps: dict[str, list[int]] | None = None  # --round-to auto: per layer, the counts the target's latency steps at
+    # --round-to auto: the counts where the target's latency steps, per group name, or a function of a coupled
+    # group's members (prune() asks it once the groups are known; members share one count)
+    steps: dict[str, list[int]] | Callable[[tuple[str, ...]], list[int] | None] | None = None
     # what a latency budget predicts with: (predict(model, framework) -> ms, what it is, e.g. "int8 on desktop")
     latency: tuple[Callable[[Any, str], float], str] | None = None
     tolerance: float = 0.01
