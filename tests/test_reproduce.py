@@ -228,3 +228,18 @@ def test_step_log_reuses_finished_steps_and_redoes_missing_outputs(tmp_path):
     assert log.run("make", make, outputs=(target,)) == {"n": 2}
     with pytest.raises(EdgepruneError, match="other settings"):
         StepLog(tmp_path / "w", {"a": 2}, progress=False)
+
+
+def test_only_files_slower_in_every_paired_round_are_called_slower():
+    from edgeprune.reproduce.dcase_results import slower_than_baseline
+
+    def timed(ratio, low, high):
+        return {"ratio": ratio, "ratio_spread": [low, high], "parent_ms": 1.0, "pruned_ms": ratio}
+
+    doc = {"paired": {"C3": {"fp32": timed(1.033, 1.015, 1.081), "int8": timed(1.004, 0.966, 1.018)},
+                      "C1": {"fp32": timed(0.771, 0.722, 0.793)}}}
+    line = slower_than_baseline(doc)
+    assert "C3 float32 (1.033; rounds 1.015-1.081)" in line
+    assert "int8" not in line and "C1" not in line  # a median above 1 with a round below it is noise, not slower
+    del doc["paired"]["C3"]["fp32"]
+    assert slower_than_baseline(doc).startswith("No pruned file is slower")

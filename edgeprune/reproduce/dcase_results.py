@@ -177,7 +177,7 @@ def markdown(doc: dict[str, Any]) -> str:
                                  ["pruned", "MAC cut"] + [("latency cut " if c.startswith("lat_cut") else
                                                            "cut / MAC cut ") + LABELS[c.rsplit("_", 1)[1]]
                                                           for c in cols])]
-        parts += [""] + [f"- {line}" for line in ship_precision(doc)]
+        parts += [""] + [f"- {line}" for line in ship_precision(doc) + [slower_than_baseline(doc)]]
     if doc.get("latency_rows"):
         lrows = [{**r, "counts": "/".join(str(r["kept"][n]) for n in LAYERS),
                   "seed": "/".join(str(r["seed_kept"][n]) for n in LAYERS)} for r in doc["latency_rows"]]
@@ -210,6 +210,18 @@ def ship_precision(doc: dict[str, Any]) -> list[str]:
                      + ", ".join(f"{LABELS[q]} {v['pruned_ms']:.3f}" for q, v in by_q.items())
                      + f"); the baseline's is {LABELS[base]}")
     return lines
+
+
+def slower_than_baseline(doc: dict[str, Any]) -> str:
+    """Which pruned files are slower than the baseline's in EVERY paired round (the lowest per-round ratio above 1):
+    slower beyond the pairs' noise, not by a median within it."""
+    slower = [f"{name} {LABELS[q]} ({v['ratio']:.3f}; rounds {v['ratio_spread'][0]:.3f}-{v['ratio_spread'][1]:.3f})"
+              for name, by_q in (doc.get("paired") or {}).items() for q, v in by_q.items()
+              if v["ratio_spread"][0] > 1]
+    if not slower:
+        return "No pruned file is slower than the baseline's in every paired round."
+    return ("Slower than the baseline's file in every paired round (time ratio; its range over the rounds): "
+            + ", ".join(slower) + ". Every other file is faster in some round.")
 
 
 def notes(doc: dict[str, Any]) -> list[str]:
