@@ -59,3 +59,10 @@ def test_a_rise_below_the_absolute_floor_is_not_a_step():
     sliver = {n: 0.020 if n % 3 else 0.022 for n in range(1, 13)}
     assert len(steps.step_counts(sliver)) > 1
     assert steps.step_counts(sliver, min_ms=0.01) == [12]
+
+
+def test_with_drops_a_faster_wider_count_is_a_stair_of_its_own():
+    curve = {**{c: 0.106 for c in range(1, 17)}, **{c: 0.213 for c in range(17, 32)}, 32: 0.156}
+    assert [(a, b) for a, b, _ in steps.stairs(curve)] == [(1, 16), (17, 32)]  # rises only: 32 joins 17-31
+    assert [(a, b, lv) for a, b, lv in steps.stairs(curve, drops=True)] == [(1, 16, 0.106), (17, 31, 0.213),
+                                                                            (32, 32, 0.156)]

@@ -20,12 +20,13 @@ from edgeprune.latency.table import channel_counts, steps_of
 
 
 def _stair_levels(curve: dict[Any, float], tolerance: float) -> dict[int, float]:
-    """Every measured count mapped to its stair's level (median time)."""
+    """Every measured count mapped to its stair's level (median time); a drop starts a stair too, so a wider count
+    that runs faster is priced as it runs."""
     c = {int(k): float(v) for k, v in curve.items()}
     if len(c) < 2:
         return c
     out = {}
-    for first, last, level in stairs(c, tolerance):
+    for first, last, level in stairs(c, tolerance, drops=True):
         out.update({n: level for n in c if first <= n <= last})
     return out
 
