@@ -302,6 +302,33 @@ def _latency_steps(latency: tuple[dict, str]) -> Callable[[tuple[str, ...]], lis
     return steps
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """`edgeprune export`, with --pad-for DEVICE: the pruned layers' widths per TFLite precision from the parent's
+    latency table on that target (export sits below the latency tables, which export to time)."""
+    from edgeprune.export.cli import cmd_export as export_command
+
+    pad = None
+    if args.pad_for:
+        from edgeprune.bench import load_devices
+        from edgeprune.fileio import refuse_overwrite
+
+        refuse_overwrite(Path(args.out) / (args.name or Path(args.checkpoint).resolve().name), args.force)
+        from edgeprune.export.convert import QUANTS, normalize_list
+        from edgeprune.latency.padding import pad_plan
+
+        devices = load_devices()
+        try:
+            runner = devices.make_runner(args.pad_for, log=print)
+            pad = pad_plan(Path(args.checkpoint), runner, normalize_list(args.quant, QUANTS, "precision"),
+                           framework=args.framework)
+        except devices.DeviceError as exc:
+            raise EdgepruneError(str(exc)) from None
+        print(f"[export] padding for {args.pad_for}: " + ("; ".join(
+            f"{q} " + ", ".join(f"{n} -> {w}" for n, w in widths.items()) for q, widths in pad.items())
+            or "none (no pruned layer runs faster wider there)"), flush=True)
+    export_command(args, pad=pad)
+
+
 def cmd_prune_layers(args: argparse.Namespace) -> None:
     from edgeprune import checkpoint
     from edgeprune.data.datasets import sample_indices
@@ -568,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from edgeprune.export.cli import add_export_parser
 
-    add_export_parser(sub)
+    add_export_parser(sub).set_defaults(func=cmd_export)  # --pad-for reads a latency table: joined here
 
     from edgeprune.reproduce.cli import add_reproduce_parser
 

@@ -100,18 +100,23 @@ def test_keys_ignore_weights_but_not_shapes(parent):
     assert build.model_key(spec) != build.model_key(wider)
 
 
-def _cached_table(work, parent, conv2_out: dict[str, float] | None = None) -> dict:
-    """A hand-written int8 table for the tiny model, cached for the 'desktop' target: conv0's time steps after 2
-    channels, block1.conv1's after 3, block1.conv2's is flat (or `conv2_out`); rest 1 ms; whole file 8.5 ms."""
+def _cached_table(work, parent, conv2_out: dict[str, float] | None = None, precision: str = "int8",
+                  conv1_out: dict[str, float] | None = None) -> dict:
+    """A hand-written table (int8 unless told) for the tiny model, cached for the 'desktop' target: conv0's time
+    steps after 2 channels, block1.conv1's after 3 (or `conv1_out`), block1.conv2's is flat (or `conv2_out`);
+    rest 1 ms; whole file 8.5 ms."""
     flat = {str(c): 2.0 for c in range(1, 5)}
     doc = {"format": 1, "model": build.model_key(checkpoint.read_spec(parent)), "target": "desktop",
-           "precisions": {"int8": {"whole_ms": 8.5, "rest_ms": 1.0, "layers": {
+           "precisions": {precision: {"whole_ms": 8.5, "rest_ms": 1.0, "layers": {
                "conv0": {"full_ms": 2.0, "out": {"1": 1.0, "2": 1.0, "3": 2.0, "4": 2.0}, "in": {}},
-               "block1.conv1": {"full_ms": 3.0, "out": {"1": 1.0, "2": 1.0, "3": 1.0, "4": 3.0},
+               "block1.conv1": {"full_ms": 3.0, "out": conv1_out or {"1": 1.0, "2": 1.0, "3": 1.0, "4": 3.0},
                                 "in": {"1": 1.5, "2": 1.5, "3": 3.0, "4": 3.0}},
                "block1.conv2": {"full_ms": 2.0, "out": conv2_out or flat,
                                 "in": {"1": 1.0, "2": 1.0, "3": 1.0, "4": 2.0}},
                "fc": {"full_ms": 0.5, "out": {}, "in": {"1": 0.25, "2": 0.25, "3": 0.5, "4": 0.5}}}}}}
+    model = checkpoint.load(parent, framework="torch").model
+    doc["geometry"] = {n: g.to_json() for n, g in layer_grid.geometry(
+        model, [s.shape for s in input_specs(ARCH, "torch")]).items()}
     folder = work / "runs" / "latency" / "cached-device"
     folder.mkdir(parents=True)
     (folder / f"{doc['model']}.json").write_text(json.dumps(doc))
@@ -279,3 +284,27 @@ def test_export_vs_a_parent_bundle_adds_the_latency_cut_beside_the_mac_cut(paren
     assert "Against the parent bundle" in (tmp_path / "export" / "half" / "REPORT.md").read_text()
     bad = run("export", str(tmp_path / "half"), *common, "--name", "again", "--vs", str(tmp_path))
     assert bad.returncode == 2 and "not an export bundle" in bad.stderr
+
+
+def test_export_pads_a_pruned_layer_back_where_the_target_runs_it_faster(parent, tmp_path):
+    """block1.conv1 kept 3 of 4 channels; on this (hand-written) target 3 take 3 ms and 4 take 1.5: the float32
+    file gets a 4th channel of zeros, and passes parity against the pruned model (the same outputs)."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(CLI + list(args), capture_output=True, text=True, cwd=tmp_path)
+
+    _cached_table(tmp_path, parent, precision="fp32", conv1_out={"1": 1.0, "2": 1.0, "3": 3.0, "4": 1.5})
+    keep = tmp_path / "keep.json"
+    keep.write_text(json.dumps({"block1.conv1": [0, 1, 3]}))
+    assert run("prune", str(parent), "--keep", str(keep), "--out", str(tmp_path / "pruned")).returncode == 0
+    common = ["--format", "tflite", "--quant", "fp32", "--profile", "tiny", "--calib", "8", "--eval", "8",
+              "--out", str(tmp_path / "export")]
+    proc = run("export", str(tmp_path / "pruned"), *common, "--pad-for", "desktop")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "padding for desktop: fp32 block1.conv1 -> 4" in proc.stdout
+    manifest = json.loads((tmp_path / "export" / "pruned" / "manifest.json").read_text())
+    assert manifest["padded"] == {"fp32": ["block1.conv1: 3 -> 4 channels (1 of zeros)"]}
+    (art,) = manifest["artifacts"]
+    assert art["passed"]
+    assert run("export", str(tmp_path / "pruned"), *common, "--name", "plain").returncode == 0
+    plain = json.loads((tmp_path / "export" / "plain" / "manifest.json").read_text())
+    assert plain["padded"] == {} and art["size_bytes"] > plain["artifacts"][0]["size_bytes"]  # the zeros' bytes

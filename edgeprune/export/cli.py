@@ -42,6 +42,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="LiteRT / onnxruntime threads for the parity runs")
     p.add_argument("--out", default="export", help="bundles go to OUT/NAME (default export/)")
     p.add_argument("--name", help="bundle name (default: the checkpoint folder's name)")
+    p.add_argument("--pad-for", metavar="DEVICE",
+                   help="pad pruned layers back with zero channels in the float32 / int8 TFLite files where the "
+                        "parent's latency table on DEVICE (built there once, then cached) predicts a wider count "
+                        "faster: the same outputs, a larger file")
     p.add_argument("--vs", metavar="PARENT_BUNDLE",
                    help="time every TFLite file against the parent bundle's file of the same precision (alternating "
                         "blocks, one process, on this machine) and add the latency cut beside the MAC cut to the "
@@ -62,7 +66,8 @@ def _thresholds(items: list[str]) -> dict[str, float]:
     return out
 
 
-def cmd_export(args: argparse.Namespace) -> None:
+def cmd_export(args: argparse.Namespace, pad: dict[str, dict[str, int]] | None = None) -> None:
+    """The export command; `pad`: per TFLite precision, the widths to pad pruned layers to (see --pad-for)."""
     from edgeprune.checkpoint import read_spec
     from edgeprune.data.datasets import sample_indices
     from edgeprune.export import export
@@ -96,7 +101,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                           eval_x=held.inputs, eval_y=held.y, eval_meta=held.meta, int8_io=not args.float_io,
                           thresholds=_thresholds(args.threshold), force=args.force, progress=True, name=args.name,
                           framework=args.framework, num_threads=args.threads,
-                          fold_convs=not args.no_fold)
+                          fold_convs=not args.no_fold, pad=pad)
     except EdgepruneError as exc:
         manifest = getattr(exc, "manifest", None)
         if manifest is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -66,14 +66,16 @@ def export(checkpoint_path: str | Path, out_dir: str | Path = "export", formats:
            eval_y: np.ndarray | None = None, int8_io: bool = True, thresholds: dict[str, float] | None = None,
            force: bool = False, progress: bool = True, name: str | None = None, framework: str | None = None,
            num_threads: int = 1, eval_meta: Mapping[str, np.ndarray] | None = None,
-           fold_convs: bool = True) -> dict[str, Any]:
+           fold_convs: bool = True, pad: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     """Export a checkpoint to `out_dir/<name>/` and return its manifest (also written as manifest.json).
 
     The model's inputs and task come from its architecture. `calib` / `eval_x` hold the task's inputs: one array
     for a single-input model or {input name: array}, in the data's feature layout (e.g. log-mel [N, 40, 500]) or
     already in the model's. `eval_y` and `eval_meta` (what the task's metric needs besides labels, e.g. the noisy
     and clean waves of enhancement) add the task metric of every file. `framework` picks the twin to export
-    (default: the checkpoint's; weights transfer exactly). Everything else is as in export_model().
+    (default: the checkpoint's; weights transfer exactly). `pad`: per TFLite precision, {layer: width} to pad the
+    checkpoint's pruned layers back to with zero channels in that file (`pruning.pad`: the same outputs, a width
+    the target runs faster; `latency.padding.pad_plan` says which). Everything else is as in export_model().
     """
     from edgeprune import checkpoint as ckpt_mod
     from edgeprune.models import input_specs, output_axes, task_of
@@ -92,8 +94,27 @@ def export(checkpoint_path: str | Path, out_dir: str | Path = "export", formats:
               "weights_sha256": spec.get("weights_sha256"), "model": spec["arch"]["model"], "arch": spec["arch"],
               "transforms": [t.to_json() for t in ckpt.transforms]}
     twin = has_twin(spec["arch"])
+    padded = _padded(ckpt.model, fw, spec, req, pad or {})
     return _export(ckpt.model, fw, req, classes=ckpt.classes, source=source, label=str(checkpoint_path),
-                   twin=twin, int8_io=int8_io, progress=progress, num_threads=num_threads, t0=t0)
+                   twin=twin, int8_io=int8_io, progress=progress, num_threads=num_threads, t0=t0, padded=padded)
+
+
+def _padded(model: Any, fw: str, spec: dict[str, Any], req: _Request, pad: Mapping[str, Mapping[str, int]]
+            ) -> list[tuple[list[str], Any, list[str]]]:
+    """The padded models of `pad`, one per distinct set of widths: (its TFLite precisions, model, notes)."""
+    from edgeprune.pruning.pad import pad_channels
+
+    bad = sorted(set(pad) - set(req.quants))
+    if bad:
+        raise EdgepruneError(f"padding for {', '.join(bad)}: not among the precisions exported "
+                             f"({', '.join(req.quants)})")
+    if pad and "tflite" not in req.formats:
+        raise EdgepruneError("padding applies to the TFLite files; add tflite to the formats")
+    by_widths: dict[tuple[tuple[str, int], ...], list[str]] = {}  # one padded model serves equal widths
+    for q in req.quants:
+        if pad.get(q):
+            by_widths.setdefault(tuple(sorted(pad[q].items())), []).append(q)
+    return [(qs, *pad_channels(model, fw, spec, dict(widths))) for widths, qs in by_widths.items()]
 
 
 def export_model(model: Any, input_spec: InputSpec | Sequence[InputSpec], out_dir: str | Path = "export",
@@ -157,6 +178,11 @@ class _Request:
     notes: list[str]
     fold_convs: bool = True
     rewrites: dict[str, list[str]] = field(default_factory=dict)  # TFLite-path rewrite -> the layers it changed
+    tflite_quants: list[str] | None = None  # the TFLite precisions of this conversion (None: all of `quants`)
+    padded: dict[str, list[str]] = field(default_factory=dict)  # TFLite precision -> its padded layers, in words
+
+    def tflite(self) -> list[str]:
+        return self.quants if self.tflite_quants is None else self.tflite_quants
 
     @property
     def parity_kind(self) -> str:
@@ -246,9 +272,11 @@ def _request(input_specs: list[InputSpec], framework: str, bundle: Path, formats
 
 
 def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, source: dict[str, Any], label: str,
-            twin: bool, int8_io: bool, progress: bool, num_threads: int, t0: float) -> dict[str, Any]:
+            twin: bool, int8_io: bool, progress: bool, num_threads: int, t0: float,
+            padded: list[tuple[list[str], Any, list[str]]] = ()) -> dict[str, Any]:
     """The one export path: reference outputs, conversion, parity, bundle. `twin` says whether a twin in the
-    other framework exists (error messages suggest it; otherwise they suggest another converter)."""
+    other framework exists (error messages suggest it; otherwise they suggest another converter). `padded`: the
+    TFLite precisions made from a padded model instead (each checked against `model`'s outputs like the rest)."""
     from edgeprune.export import manifest as mf
     from edgeprune.frameworks import get_adapter
 
@@ -293,7 +321,21 @@ def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, so
         work = tmp / ".work"
         work.mkdir()
         convert = _convert_torch if fw == "torch" else _convert_keras
+        by_pad = {q for qs, _, _ in padded for q in qs}
+        req.tflite_quants = [q for q in req.quants if q not in by_pad]
         produced = convert(model, req, fmts, tmp, work, int8_io, twin, progress, seconds, notes)
+        for i, (qs, padded_model, pad_notes) in enumerate(padded):
+            t = time.perf_counter()
+            (work / f"padded-{i}").mkdir()
+            _say(progress, f"TFLite {', '.join(qs)} from the model padded for speed: {'; '.join(pad_notes)}")
+            produced += convert(padded_model, replace(req, tflite_quants=qs), ["tflite"], tmp, work / f"padded-{i}",
+                                int8_io, twin, progress, {}, notes)
+            for q in qs:
+                req.padded[q] = pad_notes
+            seconds[f"padded_tflite_{i}"] = round(time.perf_counter() - t, 2)
+        for q, pad_notes in req.padded.items():
+            notes.append(f"TFLite {q}: pruned layers padded back with zero channels, the same outputs at widths the "
+                         f"target runs faster ({'; '.join(pad_notes)})")
         for fmt, _, path, _ in produced:
             if fmt == "tflite" and not _rename_tflite_io(path, req.names, req.task["output"]["name"]):
                 notes.append(f"{path.name}: input/output tensor names left as the converter wrote them")
@@ -328,6 +370,7 @@ def _export(model: Any, fw: str, req: _Request, *, classes: list[str] | None, so
                            "source_accuracy": source_metric.get("accuracy")},
             "int8_io": int8_io, "num_threads": num_threads, "thresholds": req.thresholds,
             "artifacts": artifacts + rejected, "notes": notes, "tflite_rewrites": req.rewrites,
+            "padded": req.padded,
             "tools": mf.tool_versions(), "seconds": seconds,
         }
         mf.write_manifest(tmp, manifest)
@@ -405,7 +448,8 @@ def _convert_torch(model: Any, req: _Request, fmts: list[str], tmp: Path, work: 
                                 dynamic_batch=True, twin=twin, softmax=softmax)
     seconds["torch_to_onnx"] = round(time.perf_counter() - t, 2)
     _say(progress, f"PyTorch -> ONNX (opset {torch_path.OPSET}, {seconds['torch_to_onnx']} s)")
-    if "tflite" in fmts:
+    tflite_quants = req.tflite()
+    if "tflite" in fmts and tflite_quants:
         from edgeprune.export.rewrite import fold_flatten_linear, fold_one_channel_convs
 
         t = time.perf_counter()
@@ -420,14 +464,14 @@ def _convert_torch(model: Any, req: _Request, fmts: list[str], tmp: Path, work: 
         static = torch_path.to_onnx(tfl_model, work / "model.onnx", shapes, req.names, out_name, dynamic_batch=False,
                                     twin=twin, softmax=softmax)
         _say(progress, f"onnx2tf: converting to TFLite ({', '.join(s.tflite_layout for s in specs)} input) at "
-                       f"{', '.join(quants)} (one call)")
+                       f"{', '.join(tflite_quants)} (one call)")
         # onnx2tf moves a channels-first input to channels-last unless told to keep it (rank 3 and up; it leaves
         # rank-2 inputs alone). It also checks its conversion on sample inputs: always give it real ones.
         keep = [s.name for s in specs if s.tflite_layout == s.layout and len(s.layout) >= 3]
         samples = req.calib if req.calib is not None else req.eval_x
         files = torch_path.onnx_to_tflite(static, work, {s.name: s.to_tflite(x) for s, x in zip(specs, samples)},
-                                          set(quants), int8_io, keep_layout=keep, twin=twin)
-        produced += _ship_tflite(files, quants, tmp, int8_io, "onnx2tf")
+                                          set(tflite_quants), int8_io, keep_layout=keep, twin=twin)
+        produced += _ship_tflite(files, tflite_quants, tmp, int8_io, "onnx2tf")
         seconds["onnx_to_tflite"] = round(time.perf_counter() - t, 2)
         _say(progress, f"TFLite written ({seconds['onnx_to_tflite']} s)")
     if "onnx" in fmts:
@@ -457,6 +501,9 @@ def _convert_keras(model: Any, req: _Request, fmts: list[str], tmp: Path, work: 
     """Keras -> TFLite through TFLiteConverter (the input keeps the Keras layout; ONNX was dropped earlier)."""
     from edgeprune.export import keras_path
 
+    quants = req.tflite()
+    if not quants:
+        return []
     t = time.perf_counter()
     calib = None if req.calib is None else [s.to_tflite(x) for s, x in zip(req.inputs, req.calib)]
     if req.fold_convs:
@@ -464,8 +511,8 @@ def _convert_keras(model: Any, req: _Request, fmts: list[str], tmp: Path, work: 
 
         model, rows = fold_one_channel_convs(model)
         _note_folded(req, rows)
-    files, route = keras_path.keras_to_tflite(model, work, calib, set(req.quants), int8_io, twin=twin)
-    produced = _ship_tflite(files, req.quants, tmp, int8_io, f"tf.lite.TFLiteConverter.{route}")
+    files, route = keras_path.keras_to_tflite(model, work, calib, set(quants), int8_io, twin=twin)
+    produced = _ship_tflite(files, quants, tmp, int8_io, f"tf.lite.TFLiteConverter.{route}")
     seconds["keras_to_tflite"] = round(time.perf_counter() - t, 2)
     _say(progress, f"TFLite written via TFLiteConverter.{route} ({seconds['keras_to_tflite']} s)")
     return produced
