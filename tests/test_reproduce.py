@@ -88,6 +88,7 @@ def test_tiny_run_writes_the_table_in_the_seeds_layout(tiny_run):
         assert r["acc_int8_seed_counts"] == seed_rows[r["row"][: -len(" (latency)")]]["acc_int8"]
         assert ("lat_cut_int8" in r) == doc["exported"][r["row"]]["int8"]  # timed unless parity rejected it
     assert "## Latency-aware rows" in md
+    assert "## Padded for this machine" in md and isinstance(doc["padded"], dict)  # what --pad-for would ship
     assert (tmp / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = list(csv.DictReader((tmp / "table.csv").open()))
     assert [line["row"] for line in lines] == [r["row"] for r in doc["rows"]]
@@ -243,3 +244,20 @@ def test_only_files_slower_in_every_paired_round_are_called_slower():
     assert "int8" not in line and "C1" not in line  # a median above 1 with a round below it is noise, not slower
     del doc["paired"]["C3"]["fp32"]
     assert slower_than_baseline(doc).startswith("No pruned file is slower")
+
+
+def test_a_padded_file_stands_for_its_row_in_what_export_pad_for_ships():
+    from edgeprune.reproduce.dcase_results import padded_rows, slower_than_baseline
+
+    def timed(ratio, low, high, **extra):
+        return {"ratio": ratio, "ratio_spread": [low, high], **extra}
+
+    doc = {"rows": [{"row": "C3", "kept": {"conv1": 16, "conv2": 16, "conv3": 26}, "kb_fp32": 167.0,
+                     "lat_cut_fp32": -0.033}],
+           "paired": {"C3": {"fp32": timed(1.033, 1.015, 1.081), "int8": timed(1.004, 0.966, 1.018)}},
+           "padded": {"C3": {"fp32": timed(0.998, 0.981, 1.012, widths={"conv3": 32}, size_bytes=194_560)}}}
+    assert "C3 float32" in slower_than_baseline(doc)  # as pruned
+    assert slower_than_baseline(doc, padded=True).startswith("No pruned file, padded where it is above, is slower")
+    (row,) = padded_rows(doc)
+    assert row == {"row": "C3", "precision": "float32", "widths": "conv3 26 -> 32", "kb": 167.0, "kb_padded": 190.0,
+                   "lat_cut": -0.033, "lat_cut_padded": 0.002, "rounds": "0.981-1.012"}

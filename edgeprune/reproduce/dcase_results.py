@@ -31,9 +31,11 @@ def seed_params() -> dict[str, int]:
 def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: dict[str, list[int]],
           recovery: dict[str, Any], exports: dict[str, Any], bench: dict[str, Any], seconds: dict[str, float],
           wall_seconds: float, command: str = "", paired: dict[str, Any] | None = None,
-          choices: dict[str, Any] | None = None, executor: str = "local") -> dict[str, Any]:
+          choices: dict[str, Any] | None = None, executor: str = "local",
+          padded: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results document: our rows, the seed's, differences, relations, size comparison, step times (and which
-    executor ran the steps of the invocation that wrote it)."""
+    executor ran the steps of the invocation that wrote it). `padded`: the files `export --pad-for desktop`
+    pads, each timed against the baseline's."""
     rows = []
     for name, layers in [("baseline", ())] + ROWS:
         ex = exports[name]
@@ -72,6 +74,7 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
         for q in PRECISIONS:
             row[f"acc_{q}"] = round(100 * ex["artifacts"][q]["accuracy"], 2)
             row[f"acc_{q}_seed_counts"] = twin[f"acc_{q}"]
+            row[f"kb_{q}"] = round(ex["artifacts"][q]["size_bytes"] / 1024, 1)
         for q, timed in ((paired or {}).get(name) or {}).items():
             row[f"lat_cut_{q}"] = round(1 - timed["ratio"], 4)
             row[f"lat_over_mac_{q}"] = round((1 - timed["ratio"]) / row["mac_cut"], 3) if row["mac_cut"] > 0.01 \
@@ -99,7 +102,7 @@ def build(settings, data_info: dict[str, Any], baseline: dict[str, Any], kept: d
         "devices": {d: {"emulated": b["emulated"], "fingerprint": b.get("fingerprint"), "results_file": b.get("file")}
                     for d, b in bench.items()},
         "step_seconds": seconds, "wall_seconds": wall_seconds, "executor": executor,
-        "command": command, "paired": paired, "latency_rows": latency_rows,
+        "command": command, "paired": paired, "latency_rows": latency_rows, "padded": padded,
         "exported": {n: {q: a.get("passed", True) for q, a in ex["artifacts"].items()} for n, ex in exports.items()},
     }
 
@@ -178,6 +181,16 @@ def markdown(doc: dict[str, Any]) -> str:
                                                            "cut / MAC cut ") + LABELS[c.rsplit("_", 1)[1]]
                                                           for c in cols])]
         parts += [""] + [f"- {line}" for line in ship_precision(doc) + [slower_than_baseline(doc)]]
+    if doc.get("padded") is not None:
+        parts += ["", "## Padded for this machine (`edgeprune export --pad-for desktop`: pruned layers padded back "
+                      "with zero channels where the baseline's latency table predicts the wider count faster; the "
+                      "same outputs; float32 and full int8, the precisions the table has)", ""]
+        parts += [markdown_table(padded_rows(doc), ["row", "precision", "widths", "kb", "kb_padded", "lat_cut",
+                                                    "lat_cut_padded", "rounds"],
+                                 ["pruned", "precision", "padded", "KB as pruned", "KB padded", "latency cut as pruned",
+                                  "latency cut padded", "padded / baseline, range over the rounds"])
+                  if doc["padded"] else "No pruned file is predicted faster with padding on this machine."]
+        parts += ["", f"- {slower_than_baseline(doc, padded=True)}"]
     if doc.get("latency_rows"):
         lrows = [{**r, "counts": "/".join(str(r["kept"][n]) for n in LAYERS),
                   "seed": "/".join(str(r["seed_kept"][n]) for n in LAYERS)} for r in doc["latency_rows"]]
@@ -212,16 +225,36 @@ def ship_precision(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def slower_than_baseline(doc: dict[str, Any]) -> str:
+def slower_than_baseline(doc: dict[str, Any], padded: bool = False) -> str:
     """Which pruned files are slower than the baseline's in EVERY paired round (the lowest per-round ratio above 1):
-    slower beyond the pairs' noise, not by a median within it."""
+    slower beyond the pairs' noise, not by a median within it. `padded`: with the padded file wherever one was
+    made (what `export --pad-for` ships)."""
+    timed = {name: dict(by_q) for name, by_q in (doc.get("paired") or {}).items()}
+    if padded:
+        for name, by_q in (doc.get("padded") or {}).items():
+            timed.setdefault(name, {}).update(by_q)
     slower = [f"{name} {LABELS[q]} ({v['ratio']:.3f}; rounds {v['ratio_spread'][0]:.3f}-{v['ratio_spread'][1]:.3f})"
-              for name, by_q in (doc.get("paired") or {}).items() for q, v in by_q.items()
-              if v["ratio_spread"][0] > 1]
+              for name, by_q in timed.items() for q, v in by_q.items() if v["ratio_spread"][0] > 1]
+    which = "pruned file, padded where it is above," if padded else "pruned file"
     if not slower:
-        return "No pruned file is slower than the baseline's in every paired round."
-    return ("Slower than the baseline's file in every paired round (time ratio; its range over the rounds): "
-            + ", ".join(slower) + ". Every other file is faster in some round.")
+        return f"No {which} is slower than the baseline's in every paired round."
+    return (f"Slower than the baseline's file in every paired round ({which}; time ratio, its range over the "
+            "rounds): " + ", ".join(slower) + ". Every other file is faster in some round.")
+
+
+def padded_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One line per padded file: its widths, size and latency cut beside the file as pruned."""
+    rows = {r["row"]: r for r in doc["rows"] + (doc.get("latency_rows") or [])}
+    out = []
+    for name, by_q in (doc.get("padded") or {}).items():
+        for q, v in by_q.items():
+            r = rows.get(name, {})
+            out.append({"row": name, "precision": LABELS[q],
+                        "widths": ", ".join(f"{n} {r.get('kept', {}).get(n, '?')} -> {w}" for n, w in v["widths"].items()),
+                        "kb": r.get(f"kb_{q}"), "kb_padded": round(v["size_bytes"] / 1024, 1),
+                        "lat_cut": r.get(f"lat_cut_{q}"), "lat_cut_padded": round(1 - v["ratio"], 4),
+                        "rounds": f"{v['ratio_spread'][0]:.3f}-{v['ratio_spread'][1]:.3f}"})
+    return out
 
 
 def notes(doc: dict[str, Any]) -> list[str]:

@@ -112,7 +112,7 @@ def run(settings: Settings, work: Path, out: Path | None = None, force: bool = F
                               wall_seconds=round(time.time() - started, 1),
                               command=command_line(settings, work, out),
                               paired=got.get("paired latency against the baseline"), choices=choices,
-                              executor=executor.name)
+                              executor=executor.name, padded=got.get("paired latency of the padded files"))
     dcase_results.write(doc, Path(out))
     steps.say(f"wrote {out}.md, .csv, .json, .png")
     return doc
@@ -175,6 +175,16 @@ def _plan(settings: Settings, work: Path, progress: bool) -> list[Step]:
     if "desktop" in settings.devices:  # latency cut against MAC cut: pairs timed in one process, not one-shot numbers
         plan.append(Step("paired latency against the baseline",
                          partial(_paired_latency, work / "export", list(models), settings), inputs=exported, alone=True))
+    if _latency_rows(settings):  # what `edgeprune export --pad-for desktop` ships, timed the same way
+        pruned = [name for name in models if name != BASELINE]
+        for name in pruned:
+            plan.append(Step(f"export {name} padded for desktop",
+                             partial(_export_padded, base_path, work / "finetuned" / name,
+                                     work / "export-padded" / name, settings, progress),
+                             inputs=("latency table on desktop", models[name])))
+        plan.append(Step("paired latency of the padded files",
+                         partial(_paired_padded, work / "export", work / "export-padded", pruned, settings),
+                         inputs=("export baseline", *(f"export {n} padded for desktop" for n in pruned)), alone=True))
     for device in _bench_order(settings):
         stem = work / "bench" / device
         after = exported + (("benchmark on desktop",) if device != "desktop" and "desktop" in settings.devices
@@ -341,6 +351,50 @@ def _paired_latency(exports_dir: Path, names: list[str], settings: Settings, *ex
             timed = paired_latency(str(base), str(pruned), rounds=2 if tiny else 12, block=5 if tiny else 50)
             out.setdefault(name, {})[q] = {"parent_ms": round(timed["parent_ms"], 4),
                                            "pruned_ms": round(timed["pruned_ms"], 4), "ratio": round(timed["ratio"], 4),
+                                           "ratio_spread": [round(v, 4) for v in timed["ratio_spread"]]}
+    return out
+
+
+def _export_padded(base_path: Path, path: Path, bundle: Path, settings: Settings, progress: bool,
+                   table: dict[str, Any], _model: Any) -> dict[str, Any]:
+    """The row's float32 and int8 files with its pruned layers padded back where the baseline's latency table
+    predicts the wider count faster (`latency.padding`), as `edgeprune export --pad-for desktop` writes them; no
+    bundle where nothing would be padded."""
+    from edgeprune.latency import table as tables
+    from edgeprune.latency.padding import pad_widths
+    from edgeprune.pruning.pad import parent_keep
+    from edgeprune.reproduce.shared import export_or_rejected
+
+    base = checkpoint.load(base_path, framework=settings.framework)
+    doc = tables.load(Path(table["path"]))
+    counts = {n: len(k) for n, k in parent_keep(checkpoint.read_spec(path)).items()}
+    pad = {q: w for q in ("fp32", "int8") if (w := pad_widths(doc, q, base.model, base.framework, base.arch, counts))}
+    if not pad:
+        return {"padded": {}}
+    test = _data(settings)["test"]
+    manifest = export_or_rejected(path, bundle.parent, formats="tflite", quant=",".join(pad), calib=_calib(settings),
+                                  eval_x=test.x, eval_y=test.y, thresholds=settings.thresholds or None, force=True,
+                                  progress=progress, name=bundle.name, framework=settings.framework, pad=pad)
+    return {"padded": pad, "artifacts": {a["precision"]: {"file": a["file"], "size_bytes": a["size_bytes"],
+                                                          "passed": a["passed"]} for a in manifest["artifacts"]}}
+
+
+def _paired_padded(exports_dir: Path, padded_dir: Path, names: list[str], settings: Settings, baseline: Any,
+                   *padded: Any) -> dict[str, Any]:
+    """Each padded file against the baseline's of its precision, as `_paired_latency` times the others."""
+    from edgeprune.paired import paired_latency
+
+    tiny = settings.profile == "tiny"
+    out: dict[str, Any] = {}
+    for name, result in zip(names, padded):
+        for q, art in (result.get("artifacts") or {}).items():
+            if not art["passed"]:
+                continue
+            timed = paired_latency(str(exports_dir / BASELINE / baseline["artifacts"][q]["file"]),
+                                   str(padded_dir / name / art["file"]), rounds=2 if tiny else 12,
+                                   block=5 if tiny else 50)
+            out.setdefault(name, {})[q] = {"widths": result["padded"][q], "size_bytes": art["size_bytes"],
+                                           "ratio": round(timed["ratio"], 4),
                                            "ratio_spread": [round(v, 4) for v in timed["ratio_spread"]]}
     return out
 

@@ -27,7 +27,7 @@ from edgeprune.machine import machine_description
 from edgeprune.tables import markdown_table
 
 CLOCKS = ("latency table", "paired latency", "benchmark on")  # the steps that read a clock
-TIMED = CLOCKS + ("latency-aware", "(latency)")  # ... and the latency-aware rows chosen on what one measured
+TIMED = CLOCKS + ("latency-aware", "(latency)", "padded for")  # ... and what was chosen on what one measured
 KINDS = ("train", "fine-tune", "export", "latency table", "paired latency", "benchmark")
 
 
