@@ -277,8 +277,10 @@ def _latency_table(args: argparse.Namespace) -> tuple[dict, str]:
     from edgeprune.bench import load_devices
     from edgeprune.latency import build
 
-    if args.precision not in ("fp32", "int8"):
-        raise EdgepruneError(f"--precision {args.precision}: the latency table has fp32 and int8")
+    from edgeprune.latency.layer_grid import GRID_PRECISIONS
+
+    if args.precision not in GRID_PRECISIONS:
+        raise EdgepruneError(f"--precision {args.precision}: the latency table has {', '.join(GRID_PRECISIONS)}")
     devices = load_devices()
     try:
         runner = devices.make_runner(args.device or "desktop", log=print)

@@ -65,5 +65,6 @@ def test_the_band_holds_counts_within_five_percent_under_the_budget(parent):
 
     doc = _proportional_table(parent, 0.0)
     b = bound(doc, "int8", parent, BUDGET, tolerance=0.0)
-    macs, _ = Pricer(doc, "int8", parent.model, "torch", ARCH, list(LAYERS), 0.0)(dict(zip(LAYERS, b["band"]["counts"])))
+    priced = Pricer(doc, "int8", parent.model, "torch", ARCH, list(LAYERS), 0.0)
+    macs, _ = priced(dict(zip(LAYERS, b["band"]["counts"])))
     assert 0.95 * BUDGET <= macs <= BUDGET

@@ -43,9 +43,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="export", help="bundles go to OUT/NAME (default export/)")
     p.add_argument("--name", help="bundle name (default: the checkpoint folder's name)")
     p.add_argument("--pad-for", metavar="DEVICE",
-                   help="pad pruned layers back with zero channels in the float32 / int8 TFLite files where the "
-                        "parent's latency table on DEVICE (built there once, then cached) predicts a wider count "
-                        "faster: the same outputs, a larger file")
+                   help="pad pruned layers back with zero channels in the float32 / float16 / int8 TFLite files "
+                        "where the parent's latency table on DEVICE (built there once, then cached) predicts a wider "
+                        "count faster: the same outputs, a larger file")
     p.add_argument("--vs", metavar="PARENT_BUNDLE",
                    help="time every TFLite file against the parent bundle's file of the same precision (alternating "
                         "blocks, one process, on this machine) and add the latency cut beside the MAC cut to the "

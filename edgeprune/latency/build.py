@@ -19,7 +19,7 @@ import numpy as np
 from edgeprune import checkpoint
 from edgeprune.errors import EdgepruneError
 from edgeprune.latency import table as tables
-from edgeprune.latency.layer_grid import build_grid, geometry
+from edgeprune.latency.layer_grid import GRID_PRECISIONS, build_grid, geometry
 
 CACHE = Path("runs") / "latency"
 # 3: layers built as the export writes them (one-channel fold, padding in the conv); older tables are not reused
@@ -64,9 +64,9 @@ def build(checkpoint_path: Path, runner: Any, precisions: tuple[str, ...] = ("fp
     from edgeprune.models.registry import input_specs, task_of
     from edgeprune.pruning.api import prunable_channels
 
-    bad = sorted(set(precisions) - {"fp32", "int8"})
+    bad = sorted(set(precisions) - set(GRID_PRECISIONS))
     if bad:
-        raise EdgepruneError(f"precisions {bad}: the latency grid has fp32 and int8")
+        raise EdgepruneError(f"precisions {bad}: the latency grid has {', '.join(GRID_PRECISIONS)}")
     spec = checkpoint.read_spec(Path(checkpoint_path))
     key = model_key(spec)
     if layers is not None or max_points != tables.MAX_POINTS:  # a partial or coarser table is another table

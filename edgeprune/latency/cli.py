@@ -19,7 +19,8 @@ def add_latency_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--board", help="profile of an ssh:// device (default rpi4)")
     p.add_argument("--key", help="ssh private key")
     p.add_argument("--python", help="Python on the board")
-    p.add_argument("--precision", default="fp32,int8", help="fp32, int8 or both (default)")
+    p.add_argument("--precision", default="fp32,int8",
+                   help="comma-separated: fp32, fp16, int8 (default fp32,int8)")
     p.add_argument("--rounds", type=int, default=8, help="interleaved timing rounds (default 8)")
     p.add_argument("--block", type=int, default=30, help="invokes per file per round (default 30)")
     p.add_argument("--force", action="store_true", help="time again even if the cache holds a table")

@@ -3,7 +3,8 @@ latency steps as channel counts change (`python -m benchmarks.grid` times them, 
 
 Each prunable conv or dense layer is rebuilt alone in Keras with its real geometry (input size, kernel, stride,
 dilation, padding) and a ReLU after it, at the (in, out) channel counts asked for, and converted with the same
-converter settings and rewrites as an export (float32, and full int8 with int8 input and output). Geometry comes
+converter settings and rewrites as an export (float32, float16 weights, and full int8 with int8 input and
+output). Geometry comes
 from the PyTorch twin's forward hooks, so both twins of a registered model share one table.
 """
 
@@ -17,7 +18,8 @@ import numpy as np
 
 from edgeprune.errors import EdgepruneError
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8")  # the default grid
+GRID_PRECISIONS = ("fp32", "fp16", "int8")  # what a grid can hold
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeprune.latency.choose import Pricer
+from edgeprune.latency.layer_grid import GRID_PRECISIONS
 from edgeprune.latency.table import MIN_STEP
 
 LIMIT = 200_000  # combinations priced one by one; beyond, one unit at a time
@@ -65,7 +66,7 @@ def pad_widths(table: dict[str, Any], precision: str, parent: Any, framework: st
 
 def pad_plan(checkpoint_path: Path, runner: Any, precisions: Sequence[str], framework: str | None = None,
              log: Callable[[str], None] = print) -> dict[str, dict[str, int]]:
-    """For a pruned checkpoint, the widths to pad its layers to per precision ("fp32", "int8": those the latency
+    """For a pruned checkpoint, the widths to pad its layers to per precision (fp32, fp16, int8: those the latency
     grid has) on the runner's target, from the PARENT's latency table (built there once, then cached)."""
     from edgeprune import checkpoint
     from edgeprune.latency import build
@@ -77,7 +78,7 @@ def pad_plan(checkpoint_path: Path, runner: Any, precisions: Sequence[str], fram
 
     spec = checkpoint.read_spec(Path(checkpoint_path))
     keep = parent_keep(spec)
-    qs = tuple(q for q in precisions if q in ("fp32", "int8"))
+    qs = tuple(q for q in precisions if q in GRID_PRECISIONS)
     if not keep or not qs:
         return {}
     fw = framework or spec["framework"]

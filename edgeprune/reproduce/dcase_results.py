@@ -184,7 +184,7 @@ def markdown(doc: dict[str, Any]) -> str:
     if doc.get("padded") is not None:
         parts += ["", "## Padded for this machine (`edgeprune export --pad-for desktop`: pruned layers padded back "
                       "with zero channels where the baseline's latency table predicts the wider count faster; the "
-                      "same outputs; float32 and full int8, the precisions the table has)", ""]
+                      "same outputs; float32, float16 and full int8, the precisions the table has)", ""]
         parts += [markdown_table(padded_rows(doc), ["row", "precision", "widths", "kb", "kb_padded", "lat_cut",
                                                     "lat_cut_padded", "rounds"],
                                  ["pruned", "precision", "padded", "KB as pruned", "KB padded", "latency cut as pruned",
@@ -235,9 +235,9 @@ def slower_than_baseline(doc: dict[str, Any], padded: bool = False) -> str:
             timed.setdefault(name, {}).update(by_q)
     slower = [f"{name} {LABELS[q]} ({v['ratio']:.3f}; rounds {v['ratio_spread'][0]:.3f}-{v['ratio_spread'][1]:.3f})"
               for name, by_q in timed.items() for q, v in by_q.items() if v["ratio_spread"][0] > 1]
-    which = "pruned file, padded where it is above," if padded else "pruned file"
+    which = "pruned file, padded where it is above" if padded else "pruned file"
     if not slower:
-        return f"No {which} is slower than the baseline's in every paired round."
+        return f"No {which}{',' if padded else ''} is slower than the baseline's in every paired round."
     return (f"Slower than the baseline's file in every paired round ({which}; time ratio, its range over the "
             "rounds): " + ", ".join(slower) + ". Every other file is faster in some round.")
 
@@ -249,8 +249,9 @@ def padded_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     for name, by_q in (doc.get("padded") or {}).items():
         for q, v in by_q.items():
             r = rows.get(name, {})
+            kept = r.get("kept", {})
             out.append({"row": name, "precision": LABELS[q],
-                        "widths": ", ".join(f"{n} {r.get('kept', {}).get(n, '?')} -> {w}" for n, w in v["widths"].items()),
+                        "widths": ", ".join(f"{n} {kept.get(n, '?')} -> {w}" for n, w in v["widths"].items()),
                         "kb": r.get(f"kb_{q}"), "kb_padded": round(v["size_bytes"] / 1024, 1),
                         "lat_cut": r.get(f"lat_cut_{q}"), "lat_cut_padded": round(1 - v["ratio"], 4),
                         "rounds": f"{v['ratio_spread'][0]:.3f}-{v['ratio_spread'][1]:.3f}"})

@@ -357,7 +357,7 @@ def _paired_latency(exports_dir: Path, names: list[str], settings: Settings, *ex
 
 def _export_padded(base_path: Path, path: Path, bundle: Path, settings: Settings, progress: bool,
                    table: dict[str, Any], _model: Any) -> dict[str, Any]:
-    """The row's float32 and int8 files with its pruned layers padded back where the baseline's latency table
+    """The row's float32, float16 and int8 files with its pruned layers padded back where the baseline's latency table
     predicts the wider count faster (`latency.padding`), as `edgeprune export --pad-for desktop` writes them; no
     bundle where nothing would be padded."""
     from edgeprune.latency import table as tables
@@ -368,7 +368,7 @@ def _export_padded(base_path: Path, path: Path, bundle: Path, settings: Settings
     base = checkpoint.load(base_path, framework=settings.framework)
     doc = tables.load(Path(table["path"]))
     counts = {n: len(k) for n, k in parent_keep(checkpoint.read_spec(path)).items()}
-    pad = {q: w for q in ("fp32", "int8") if (w := pad_widths(doc, q, base.model, base.framework, base.arch, counts))}
+    pad = {q: w for q in doc["precisions"] if (w := pad_widths(doc, q, base.model, base.framework, base.arch, counts))}
     if not pad:
         return {"padded": {}}
     test = _data(settings)["test"]
@@ -407,10 +407,11 @@ def _latency_table(base_path: Path, settings: Settings, work: Path, _trained: An
     """The baseline's latency table on this machine for conv1..3 (tiny: a coarse grid, one round)."""
     from edgeprune.bench import load_devices
     from edgeprune.latency import build
+    from edgeprune.latency.layer_grid import GRID_PRECISIONS
 
     tiny = settings.profile == "tiny"
     runner = load_devices().make_runner("desktop", log=lambda line: None)
-    _, path = build.build(base_path, runner, ("fp32", "int8"), rounds=1 if tiny else 8, block=2 if tiny else 30,
+    _, path = build.build(base_path, runner, GRID_PRECISIONS, rounds=1 if tiny else 8, block=2 if tiny else 30,
                           cache=work / "latency", force=True, log=lambda line: None, layers=list(LAYERS),
                           max_points=4 if tiny else 48)
     return {"path": str(path)}
