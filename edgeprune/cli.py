@@ -312,12 +312,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     pad = None
     if args.pad_for:
         from edgeprune.bench import load_devices
-        from edgeprune.fileio import refuse_overwrite
-
-        refuse_overwrite(Path(args.out) / (args.name or Path(args.checkpoint).resolve().name), args.force)
         from edgeprune.export.convert import QUANTS, normalize_list
+        from edgeprune.fileio import refuse_overwrite
         from edgeprune.latency.padding import pad_plan
 
+        refuse_overwrite(Path(args.out) / (args.name or Path(args.checkpoint).resolve().name), args.force)
         devices = load_devices()
         try:
             runner = devices.make_runner(args.pad_for, log=print)

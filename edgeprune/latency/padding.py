@@ -30,8 +30,7 @@ def pad_widths(table: dict[str, Any], precision: str, parent: Any, framework: st
     precision; only layers that change, and nothing when the predicted saving is under MIN_STEP of the file's
     time. `parent`: the unpruned model (its widths bound the padding); `groups`: layers that keep one count."""
     t = table["precisions"][precision]
-    layers = [n for n in counts if n in t["layers"]]
-    if not layers:
+    if not any(n in t["layers"] for n in counts):
         return {}
     priced = Pricer(table, precision, parent, framework, arch, list(counts))
     units: list[list[str]] = []
@@ -70,24 +69,34 @@ def pad_plan(checkpoint_path: Path, runner: Any, precisions: Sequence[str], fram
     grid has) on the runner's target, from the PARENT's latency table (built there once, then cached)."""
     from edgeprune import checkpoint
     from edgeprune.latency import build
-    from edgeprune.latency.table import channel_counts
     from edgeprune.models import build as build_model
-    from edgeprune.pruning.api import example_inputs
-    from edgeprune.pruning.groups import find_groups
     from edgeprune.pruning.pad import parent_keep
 
     spec = checkpoint.read_spec(Path(checkpoint_path))
-    keep = parent_keep(spec)
     qs = tuple(q for q in precisions if q in GRID_PRECISIONS)
-    if not keep or not qs:
+    if not parent_keep(spec) or not qs:
         return {}
     fw = framework or spec["framework"]
     parent = build_model(spec["arch"], fw)
     with tempfile.TemporaryDirectory(prefix="edgeprune-pad-") as tmp:
         checkpoint.save(Path(tmp) / "parent", parent, fw, spec["arch"], spec.get("classes"))
         table, _ = build.build(Path(tmp) / "parent", runner, qs, log=log)
-    examples = example_inputs(fw, spec["arch"]) if fw == "torch" else None
-    groups = [g.members for g in find_groups(parent, fw, examples).groups if len(g.members) > 1]
-    full = channel_counts(parent, fw)
-    counts = {n: len(k) for n, k in keep.items() if n in full}
-    return {q: w for q in qs if (w := pad_widths(table, q, parent, fw, spec["arch"], counts, groups))}
+    return plan_from_table(table, spec, parent, fw, qs)  # a cached table may hold more precisions
+
+
+def plan_from_table(table: dict[str, Any], spec: dict[str, Any], parent: Any, framework: str,
+                    precisions: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    """The widths to pad a pruned checkpoint's layers to (`spec`: its spec), per precision of the parent's `table`
+    (or those of `precisions`); `parent`: the unpruned model in `framework`. Coupled layers are found on it and
+    keep one width."""
+    from edgeprune.latency.table import channel_counts
+    from edgeprune.pruning.api import example_inputs
+    from edgeprune.pruning.groups import find_groups
+    from edgeprune.pruning.pad import parent_keep
+
+    examples = example_inputs(framework, spec["arch"]) if framework == "torch" else None
+    groups = [g.members for g in find_groups(parent, framework, examples).groups if len(g.members) > 1]
+    full = channel_counts(parent, framework)
+    counts = {n: len(k) for n, k in parent_keep(spec).items() if n in full}
+    return {q: w for q in (precisions or table["precisions"])
+            if (w := pad_widths(table, q, parent, framework, spec["arch"], counts, groups))}

@@ -361,14 +361,11 @@ def _export_padded(base_path: Path, path: Path, bundle: Path, settings: Settings
     predicts the wider count faster (`latency.padding`), as `edgeprune export --pad-for desktop` writes them; no
     bundle where nothing would be padded."""
     from edgeprune.latency import table as tables
-    from edgeprune.latency.padding import pad_widths
-    from edgeprune.pruning.pad import parent_keep
+    from edgeprune.latency.padding import plan_from_table
     from edgeprune.reproduce.shared import export_or_rejected
 
     base = checkpoint.load(base_path, framework=settings.framework)
-    doc = tables.load(Path(table["path"]))
-    counts = {n: len(k) for n, k in parent_keep(checkpoint.read_spec(path)).items()}
-    pad = {q: w for q in doc["precisions"] if (w := pad_widths(doc, q, base.model, base.framework, base.arch, counts))}
+    pad = plan_from_table(tables.load(Path(table["path"])), checkpoint.read_spec(path), base.model, base.framework)
     if not pad:
         return {"padded": {}}
     test = _data(settings)["test"]
