@@ -79,7 +79,7 @@ def _calls(work: Path) -> list[str]:
 def _comparable(state: dict) -> dict:
     """state.json without what may differ between two runs of the same steps: wall times and worker names."""
     return {"settings": state["settings"],
-            "steps": {name: {k: v for k, v in step.items() if k not in ("seconds", "finished", "worker")}
+            "steps": {name: {k: v for k, v in step.items() if k not in ("seconds", "finished", "worker", "order")}
                       for name, step in state["steps"].items()}}
 
 
@@ -134,6 +134,50 @@ def test_a_run_started_on_one_executor_resumes_on_the_other(tmp_path, ray_here):
     assert _calls(work) == ["a.txt", "b.txt"]
     assert ray_here.run(_plan(work), StepLog(work, {"x": 1}, progress=False))["c"] == 6
     assert _calls(work) == ["a.txt", "b.txt", "c.txt"]  # a and b were reused, not redone
+
+
+def test_a_step_redone_because_its_files_are_gone_makes_the_steps_that_took_its_result_run_again(tmp_path,
+                                                                                                ray_here):
+    for name, executor in (("local", LocalExecutor()), ("ray", ray_here)):
+        work = tmp_path / name
+        executor.run(_plan(work), StepLog(work, {}, progress=False))
+        before = len(_calls(work))
+        (work / "a.txt").unlink()
+        executor.run(_plan(work), StepLog(work, {}, progress=False))
+        assert _calls(work)[before:] == ["a.txt", "c.txt"]  # b reused
+        # interrupted after redoing a, before c: the next run still redoes c
+        before = len(_calls(work))
+        (work / "a.txt").unlink()
+        executor.run(_plan(work)[:1], StepLog(work, {}, progress=False))
+        executor.run(_plan(work), StepLog(work, {}, progress=False))
+        assert _calls(work)[before:] == ["a.txt", "c.txt"]
+
+
+def test_a_state_file_written_before_steps_kept_their_order_still_redoes_what_took_a_redone_result(tmp_path):
+    work = tmp_path / "w"
+    LocalExecutor().run(_plan(work), StepLog(work, {}, progress=False))
+    state = json.loads((work / STATE_FILE).read_text())
+    for step in state["steps"].values():
+        del step["order"]
+    (work / STATE_FILE).write_text(json.dumps(state))
+    (work / "b.txt").unlink()
+    LocalExecutor().run(_plan(work), StepLog(work, {}, progress=False))
+    assert _calls(work)[3:] == ["b.txt", "c.txt"]
+
+
+def test_in_a_job_that_runs_its_steps_one_at_a_time_a_redone_step_redoes_every_later_one(tmp_path):
+    def job(work: Path) -> list[int]:
+        log = StepLog(work, {}, progress=False)
+        a = log.run("a", lambda: _write(work / "a.txt", 1), outputs=(work / "a.txt",))
+        b = log.run("b", lambda: _write(work / "b.txt", 2), outputs=(work / "b.txt",))
+        return [a, b, log.run("c", lambda: _write(work / "c.txt", 3, a))]
+
+    work = tmp_path / "w"
+    assert job(work) == [1, 2, 4]
+    assert job(work) == [1, 2, 4] and _calls(work) == ["a.txt", "b.txt", "c.txt"]  # all reused
+    (work / "b.txt").unlink()
+    job(work)
+    assert _calls(work)[3:] == ["b.txt", "c.txt"]  # a reused; c came after b, so it runs again
 
 
 def test_each_step_draws_the_same_numbers_in_a_fresh_worker_as_after_other_steps(tmp_path, ray_here):

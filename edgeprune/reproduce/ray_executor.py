@@ -161,7 +161,7 @@ class RayExecutor:
                 for step in [s for s in waiting if all(i in results for i in s.inputs)]:
                     waiting.remove(step)
                     where = log.where()
-                    done = log.finished(step.name, step.outputs)
+                    done = log.finished(step.name, step.outputs, step.inputs)
                     if done is not None:
                         log.say(f"{where} {step.name}: done before ({done['seconds']:.1f} s), reused")
                         results[step.name] = done["result"]

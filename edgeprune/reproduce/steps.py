@@ -1,8 +1,11 @@
 """Resumable pipelines: a finished step is not redone.
 
 The work folder holds `state.json`: the settings the run was started with and, for each finished step, its wall
-time and its (JSON) result. A step counts as finished only if it is recorded there AND the files it wrote still
-exist; every step writes its files atomically, so an interrupted step leaves nothing that looks finished.
+time, its (JSON) result and its place in the order steps finished. A step counts as finished only if it is recorded
+there, the files it wrote still exist, and none of the steps whose results it took finished after it (one redone
+since, because its files were gone, makes every step that took its result run again; in a job that runs its steps
+one at a time, every earlier step counts as taken); every step writes its files atomically, so an interrupted step
+leaves nothing that looks finished.
 
 Jobs either run steps one at a time (`StepLog.run`) or declare them (`Step`, with the steps whose results they take)
 and hand the list to an executor (`reproduce.executors`), which may run independent steps at once. Only the process
@@ -124,6 +127,7 @@ class StepLog:
         self.progress = progress
         self.total = total
         self.count = 0
+        self._latest = 0  # the newest order among the steps `run` went through (for jobs without declared inputs)
         path = self.work / STATE_FILE
         if path.exists():
             state = read_json(path, "pipeline state file")
@@ -150,33 +154,45 @@ class StepLog:
         self.count += 1
         return f"step {self.count}" + (f"/{self.total}" if self.total else "")
 
-    def finished(self, name: str, outputs: tuple[Path, ...] = ()) -> dict[str, Any] | None:
-        """The record of step `name` if it finished before and its outputs still exist."""
-        done = self.state["steps"].get(name)
-        if done is not None and all(Path(p).exists() for p in outputs):
-            return done
-        return None
+    def finished(self, name: str, outputs: tuple[Path, ...] = (), inputs: tuple[str, ...] = (),
+                 newest_input: int = 0) -> dict[str, Any] | None:
+        """The record of step `name` if it finished before, its outputs still exist, and no step of `inputs` (the
+        steps whose results it took) finished after it, nor any step recorded after `newest_input`. Records without
+        an order (older state files) count as first."""
+        steps = self.state["steps"]
+        done = steps.get(name)
+        if done is None or not all(Path(p).exists() for p in outputs):
+            return None
+        newest = max([newest_input] + [steps.get(i, {}).get("order", 0) for i in inputs])
+        return done if newest <= done.get("order", 0) else None
 
     def record(self, name: str, result: Any, seconds: float, worker: str | None = None) -> None:
-        """Step `name` finished: keep its result and wall time (and where it ran) in state.json."""
-        entry = {"seconds": round(seconds, 2), "result": result, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        """Step `name` finished: keep its result, wall time, place in the order of finishing (and where it ran) in
+        state.json."""
+        order = max((s.get("order", 0) for s in self.state["steps"].values()), default=0) + 1
+        entry = {"seconds": round(seconds, 2), "result": result, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "order": order}
         if worker is not None:
             entry["worker"] = worker
         self.state["steps"][name] = entry
         self._save()
 
-    def run(self, name: str, fn: Callable[[], Any], outputs: tuple[Path, ...] = ()) -> Any:
-        """Result of step `name`: recorded if it already finished (and its outputs exist), else fn()'s."""
+    def run(self, name: str, fn: Callable[[], Any], outputs: tuple[Path, ...] = (),
+            inputs: tuple[str, ...] | None = None) -> Any:
+        """Result of step `name`: recorded if it already finished (see `finished`), else fn()'s. Without `inputs`
+        (a job that runs its steps one at a time), every step this log ran or reused before counts as one."""
         where = self.where()
-        done = self.finished(name, outputs)
+        done = self.finished(name, outputs, inputs or (), self._latest if inputs is None else 0)
         if done is not None:
             self.say(f"{where} {name}: done before ({done['seconds']:.1f} s), reused")
+            self._latest = max(self._latest, done.get("order", 0))
             return done["result"]
         self.say(f"{where} {name} ...")
         start = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - start
         self.record(name, result, seconds)
+        self._latest = self.state["steps"][name]["order"]
         self.say(f"{where} {name}: {seconds:.1f} s")
         return result
 
