@@ -166,10 +166,12 @@ def test_a_state_file_written_before_steps_kept_their_order_still_redoes_what_to
 
 
 def test_in_a_job_that_runs_its_steps_one_at_a_time_a_redone_step_redoes_every_later_one(tmp_path):
-    def job(work: Path) -> list[int]:
+    def job(work: Path, extra: bool = False) -> list[int]:
         log = StepLog(work, {}, progress=False)
         a = log.run("a", lambda: _write(work / "a.txt", 1), outputs=(work / "a.txt",))
         b = log.run("b", lambda: _write(work / "b.txt", 2), outputs=(work / "b.txt",))
+        if extra:  # a step this job did not have before (as a new --devices target's benchmark)
+            log.run("x", lambda: _write(work / "x.txt", 5), outputs=(work / "x.txt",))
         return [a, b, log.run("c", lambda: _write(work / "c.txt", 3, a))]
 
     work = tmp_path / "w"
@@ -178,6 +180,8 @@ def test_in_a_job_that_runs_its_steps_one_at_a_time_a_redone_step_redoes_every_l
     (work / "b.txt").unlink()
     job(work)
     assert _calls(work)[3:] == ["b.txt", "c.txt"]  # a reused; c came after b, so it runs again
+    job(work, extra=True)
+    assert _calls(work)[5:] == ["x.txt"]  # a new step is not a redone one: c is reused
 
 
 def test_each_step_draws_the_same_numbers_in_a_fresh_worker_as_after_other_steps(tmp_path, ray_here):

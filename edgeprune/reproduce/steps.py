@@ -180,7 +180,8 @@ class StepLog:
     def run(self, name: str, fn: Callable[[], Any], outputs: tuple[Path, ...] = (),
             inputs: tuple[str, ...] | None = None) -> Any:
         """Result of step `name`: recorded if it already finished (see `finished`), else fn()'s. Without `inputs`
-        (a job that runs its steps one at a time), every step this log ran or reused before counts as one."""
+        (a job that runs its steps one at a time), every step this log reused or redid before counts as one; a
+        step run for the first time does not (a new --devices target's benchmark redoes nothing after it)."""
         where = self.where()
         done = self.finished(name, outputs, inputs or (), self._latest if inputs is None else 0)
         if done is not None:
@@ -188,11 +189,13 @@ class StepLog:
             self._latest = max(self._latest, done.get("order", 0))
             return done["result"]
         self.say(f"{where} {name} ...")
+        redone = name in self.state["steps"]
         start = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - start
         self.record(name, result, seconds)
-        self._latest = self.state["steps"][name]["order"]
+        if redone:
+            self._latest = self.state["steps"][name]["order"]
         self.say(f"{where} {name}: {seconds:.1f} s")
         return result
 
