@@ -68,3 +68,21 @@ def test_the_band_holds_counts_within_five_percent_under_the_budget(parent):
     priced = Pricer(doc, "int8", parent.model, "torch", ARCH, list(LAYERS), 0.0)
     macs, _ = priced(dict(zip(LAYERS, b["band"]["counts"])))
     assert 0.95 * BUDGET <= macs <= BUDGET
+
+
+def test_the_fold_trial_times_a_folded_conv_that_computes_the_same_function(tmp_path):
+    from edgeprune.latency.study import fold_trial
+
+    g = layer_grid.Geometry("conv", "conv2d", (6, 10), 3, 4, (3, 5), (1, 1), (1, 1), (1, 2))
+    rows = fold_trial(g.to_json(), (2, 3), tmp_path / "new", rounds=2, block=2)  # raises if the float32 files differ
+    assert [(r["cin"], r["precision"]) for r in rows] == [(2, "fp32"), (2, "int8"), (3, "fp32"), (3, "int8")]
+    assert all(r["plain_ms"] > 0 and r["folded_ms"] > 0 for r in rows)
+
+
+def test_the_fold_trial_refuses_a_conv_the_fold_does_not_keep_the_size_of(tmp_path):
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.latency.study import fold_trial
+
+    g = layer_grid.Geometry("conv", "conv2d", (6, 10), 3, 4, (3, 3), (2, 2), (1, 1), (1, 1))
+    with pytest.raises(EdgepruneError, match="stride-1 2-D conv"):
+        fold_trial(g.to_json(), (2,), tmp_path, rounds=2, block=2)

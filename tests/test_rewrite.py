@@ -59,6 +59,20 @@ def test_keras_fold_computes_the_same_function(kernel, padding):
     np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cin, kernel, padding", [(3, (7, 7), "same"), (8, (4, 3), "valid")])
+def test_the_keras_fold_at_more_input_channels_computes_the_same_function(cin, kernel, padding):
+    # what latency.study times for conv2; the export folds one-channel convs only
+    import keras
+
+    from edgeprune.export.keras_rewrite import folded_layer
+
+    keras.utils.set_random_seed(0)
+    conv = keras.layers.Conv2D(5, kernel, padding=padding)
+    x = np.random.default_rng(0).normal(size=(2, 12, 20, cin)).astype(np.float32)
+    want = np.asarray(conv(x))
+    np.testing.assert_allclose(np.asarray(folded_layer(conv)(x)), want, atol=1e-5, rtol=1e-5)
+
+
 def test_keras_convs_the_fold_does_not_apply_to_are_left_alone():
     import keras
 

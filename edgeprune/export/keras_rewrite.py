@@ -36,28 +36,34 @@ def row_padding(kh: int, padding: str) -> tuple[int, int]:
 
 
 def fold_rows(x: Any, kh: int, pad: tuple[int, int]) -> Any:
-    """[N, H, W, 1] -> [N, H', W, kh]: channel i holds the input shifted up by i rows (after `pad` zero rows above
-    and below), so a (1, kw) conv over these channels is the (kh, kw) conv over the input."""
+    """[N, H, W, C] -> [N, H', W, kh * C]: channels i * C .. i * C + C - 1 hold the input shifted up by i rows (after
+    `pad` zero rows above and below), so a (1, kw) conv over these channels is the (kh, kw) conv over the input.
+    The export folds C = 1 only; `latency.study` times the fold at more channels."""
     from keras import ops
 
+    c = x.shape[-1]
     x = ops.pad(x, [[0, 0], [pad[0], pad[1]], [0, 0], [0, 0]]) if any(pad) else x
     rows, width = x.shape[1] - kh + 1, x.shape[2]
     stacked = ops.concatenate([x[:, i:i + rows] for i in range(kh)], axis=1)  # contiguous blocks: a fast copy
-    return ops.transpose(ops.reshape(stacked, (-1, kh, rows, width)), (0, 2, 3, 1))
+    if c == 1:
+        return ops.transpose(ops.reshape(stacked, (-1, kh, rows, width)), (0, 2, 3, 1))
+    moved = ops.transpose(ops.reshape(stacked, (-1, kh, rows, width, c)), (0, 2, 3, 1, 4))
+    return ops.reshape(moved, (-1, rows, width, kh * c))
 
 
 def folded_kernel(kernel: np.ndarray) -> np.ndarray:
-    """[kh, kw, 1, F] -> [1, kw, kh, F]: tap (i, j) of the one channel becomes tap j of channel i."""
-    kh, kw, _, f = kernel.shape
-    return np.ascontiguousarray(kernel[:, :, 0, :].transpose(1, 0, 2).reshape(1, kw, kh, f))
+    """[kh, kw, C, F] -> [1, kw, kh * C, F]: tap (i, j) of channel c becomes tap j of channel i * C + c."""
+    kh, kw, c, f = kernel.shape
+    return np.ascontiguousarray(kernel.transpose(1, 0, 2, 3).reshape(1, kw, kh * c, f))
 
 
-def _folded_layer(conv: Any) -> Any:
-    """A layer computing `conv` (built, foldable) through its rows stacked as channels, with its weights."""
+def folded_layer(conv: Any) -> Any:
+    """A layer computing `conv` (a built plain stride-1 Conv2D, any input channels) through its rows stacked as
+    channels, with its weights."""
     import keras
 
     cfg = conv.get_config()
-    kh, kw = conv.kernel.shape[:2]
+    kh, kw, cin = conv.kernel.shape[:3]
     pad = row_padding(kh, cfg["padding"])
 
     class RowFoldedConv2D(keras.layers.Layer):
@@ -68,7 +74,7 @@ def _folded_layer(conv: Any) -> Any:
                                              name=f"{conv.name}_rows")
 
         def build(self, input_shape) -> None:
-            self.inner.build((None, None, None, kh))
+            self.inner.build((None, None, None, kh * cin))
             weights = [folded_kernel(np.asarray(conv.kernel))] + ([np.asarray(conv.bias)] if cfg["use_bias"] else [])
             self.inner.set_weights(weights)
 
@@ -88,7 +94,7 @@ def fold_one_channel_convs(model: Any) -> tuple[Any, list[str]]:
         return model, []
     try:
         clone = keras.models.clone_model(
-            model, clone_function=lambda layer: _folded_layer(layer) if layer.name in names else layer)
+            model, clone_function=lambda layer: folded_layer(layer) if layer.name in names else layer)
         rng = np.random.default_rng(0)
         x = [rng.normal(size=(2, *t.shape[1:])).astype(np.float32) for t in model.inputs]
         x = x[0] if len(x) == 1 else x  # the structure Keras expects

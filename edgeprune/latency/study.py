@@ -11,7 +11,9 @@ the parent is the seeded initial model; which channels stay is immaterial here (
 Every file is exported as `edgeprune export` writes it (conv1, over one input channel, folded into a 1x7 conv over
 its 7 kernel rows); one more row is the parent exported without that fold, timed against the folded parent.
 The findings also give the table's bound: the best predicted latency cut / MAC cut over EVERY combination of counts
-within 5 % under the budget, and over every combination within the budget at all (any deeper cut).
+within 5 % under the budget, and over every combination within the budget at all (any deeper cut), and a trial of
+the export's fold on conv2 (its 7 kernel rows stacked as 7 x C channels, then a 1x7 conv; exact): conv2 alone at
+its real shape, folded against plain, paired, at a few input widths.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ GOAL = 0.8  # the issue's: latency cut at least 0.8 of the MAC cut at the C1+C2+
 SEED_ROWS = {"baseline (16/16/32)": (16, 16, 32), "C1 (11/16/32)": (11, 16, 32),
              "C1+C2+C3 (11/11/25)": (11, 11, 25)}
 LAYERS = ("conv1", "conv2", "conv3")
+FOLD_WIDTHS = (4, 8, 16)  # conv2's input channels in the fold trial: a lower tile, one 8-channel block, the parent
 
 
 def _variant(parent: checkpoint.Checkpoint, counts: tuple[int, ...], out: Path) -> Path:
@@ -105,6 +108,7 @@ def run(out: Path, rounds: int = 12, block: int = 50) -> str:
                     row[f"{q}_predicted_ms"] = round(predicted, 3)
                     row[f"{q}_prediction_error"] = round(predicted / timed["pruned_ms"] - 1, 4)
             rows.append(row)
+        trial = fold_trial(doc["geometry"]["conv2"], FOLD_WIDTHS, work / "fold", rounds, block)
         steps = {q: {n: doc["precisions"][q]["layers"][n]["out"] for n in LAYERS} for q in ("fp32", "int8")}
         method = (f"paired_latency: {rounds} rounds of {block} invokes alternating with the parent's file, 1 thread, "
                   f"XNNPACK; latency table {table_path.name} (conv1..3 out curves, ms: {steps})")
@@ -113,7 +117,7 @@ def run(out: Path, rounds: int = 12, block: int = 50) -> str:
                                                     "prediction_error")]
         return write_result(out, "Latency against the cut: DCASE baseline variants, float32 and full int8",
                             f"python -m edgeprune.latency.study --out {out}", method, rows, columns,
-                            findings(rows, doc, bounds))
+                            findings(rows, doc, bounds, trial))
 
 
 def _exported(path: Path, out: Path, name: str, calib: dict[str, np.ndarray], fold_convs: bool = True
@@ -131,6 +135,49 @@ def _exported(path: Path, out: Path, name: str, calib: dict[str, np.ndarray], fo
     bundle = out / name
     return {q: next(p for p in (bundle / f"model_{q}.tflite", bundle / "rejected" / f"model_{q}.tflite")
                     if p.exists()) for q in ("fp32", "int8")}
+
+
+def fold_trial(geometry: dict[str, Any], widths: tuple[int, ...], work: Path, rounds: int, block: int
+               ) -> list[dict[str, Any]]:
+    """A conv alone at its real shape and `widths` input channels, plain and with its kernel rows folded as
+    channels (`keras_rewrite.folded_layer`), ReLU after it (a stride-1 conv whose padding keeps the size, as
+    Keras 'same'), as float32 and full int8 files timed against each other;
+    per width and precision: both times (ms) and the median per-round ratio folded / plain. The float32 files must
+    compute the same function (what the fold promises), or the trial stops."""
+    import keras
+    from keras import layers as L
+
+    from edgeprune.export.keras_path import keras_to_tflite
+    from edgeprune.export.keras_rewrite import folded_layer
+    from edgeprune.export.parity import run_tflite
+    from edgeprune.latency.layer_grid import Geometry
+    from edgeprune.paired import paired_latency
+
+    g = Geometry(**{k: tuple(v) if isinstance(v, list) else v for k, v in geometry.items()})
+    if g.kind != "conv2d" or any(s != 1 for s in g.stride + g.dilation) or \
+            any(2 * p != k - 1 for p, k in zip(g.padding, g.kernel)):
+        raise EdgepruneError(f"{g.name}: the fold trial takes a stride-1 2-D conv whose padding keeps the size")
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    out = []
+    for cin in widths:
+        conv = L.Conv2D(g.cout, g.kernel, padding="same")
+        conv.build((None, *g.spatial, cin))
+        x = inputs = keras.Input((*g.spatial, cin))
+        plain = keras.Model(inputs, L.ReLU()(conv(x)))
+        folded = keras.Model(inputs, L.ReLU()(folded_layer(conv)(x)))
+        calib = [rng.normal(size=(8, *g.spatial, cin)).astype(np.float32)]
+        plain_files, _ = keras_to_tflite(plain, work, calib, {"fp32", "int8"}, True)
+        folded_files, _ = keras_to_tflite(folded, work, calib, {"fp32", "int8"}, True)
+        want, got = (run_tflite(f["fp32"], [calib[0][:2]], ["x"]) for f in (plain_files, folded_files))
+        if not np.allclose(got, want, atol=1e-4, rtol=1e-4):
+            raise EdgepruneError(f"{g.name} folded at {cin} input channels computes another function "
+                                 f"(largest difference {np.abs(got - want).max():.3g})")
+        for q in ("fp32", "int8"):
+            t = paired_latency(str(plain_files[q]), str(folded_files[q]), rounds=rounds, block=block)
+            out.append({"cin": cin, "precision": q, "plain_ms": round(t["parent_ms"], 3),
+                        "folded_ms": round(t["pruned_ms"], 3), "ratio": round(t["ratio"], 3)})
+    return out
 
 
 def bound(doc: dict[str, Any], precision: str, parent: checkpoint.Checkpoint, budget: float,
@@ -155,9 +202,10 @@ def bound(doc: dict[str, Any], precision: str, parent: checkpoint.Checkpoint, bu
     return {k: {"ratio": round(float(r), 3), "counts": list(c)} for k, (r, c) in best.items()}
 
 
-def findings(rows: list[dict[str, Any]], doc: dict[str, Any], bounds: dict[str, Any] | None = None) -> str:
-    """What the rows say about the goal and the fold, in numbers read from them, from the table and from its
-    `bound` per precision."""
+def findings(rows: list[dict[str, Any]], doc: dict[str, Any], bounds: dict[str, Any] | None = None,
+             trial: list[dict[str, Any]] | None = None) -> str:
+    """What the rows say about the goal and the fold, in numbers read from them, from the table, from its
+    `bound` per precision and from the `fold_trial` on conv2."""
     by = {r["model"]: r for r in rows}
     lines = []
     unfolded = by.get(UNFOLDED)
@@ -184,6 +232,13 @@ def findings(rows: list[dict[str, Any]], doc: dict[str, Any], bounds: dict[str, 
         points = {int(k): v for k, v in curves.items()}
         lines.append("int8 conv2 alone by input channels (conv1's count), ms: " + ", ".join(
             f"{c}: {points[c]:.3f}" for c in sorted(points) if c in (1, 4, 8, 9, 12, 16)) + ".")
+    for q in ("fp32", "int8"):
+        points = [t for t in trial or [] if t["precision"] == q]
+        if points:
+            faster = [t["cin"] for t in points if t["ratio"] < 1]
+            lines.append(f"{q} conv2 alone, kernel rows folded as channels against plain (paired, ms): " + ", ".join(
+                f"{t['cin']} in: {t['folded_ms']} vs {t['plain_ms']} ({t['ratio']})" for t in points)
+                + f"; the fold is faster at {', '.join(map(str, faster)) + ' input channels' if faster else 'none'}.")
     return "\n".join(f"- {line}" for line in lines)
 
 
