@@ -39,7 +39,8 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--calib", type=int,
                    help="dcase-table: calibration clips for full-integer int8 (default 200); cmc-asp: scoring "
                         "samples for the data-driven criteria (default 64)")
-    p.add_argument("--layers", type=int, help="comflp: layers of the parent it trains (default 12; tiny 4)")
+    p.add_argument("--layers", type=int,
+                   help="comflp: layers of the parent it trains (default 12; tiny 4; not with --checkpoint)")
     p.add_argument("--remove", help="comflp: layer counts K to remove, e.g. 6,4 (default 6,4; tiny 2); the first "
                                     "is exported")
     p.add_argument("--measures", help="comflp: layer measures, some of svcca-U,svcca-T,dc,cka,bi (default all)")

@@ -46,7 +46,7 @@ class Settings:
     profile: str = "quick"
     checkpoint: str | None = None
     seed: int = 0
-    layers: int | None = None  # the parent's N when the job trains it (None: tiny 4, else 12)
+    layers: int | None = None  # the parent's N when the job trains it (None: tiny 4, else 12; a checkpoint's own)
     remove: list[int] | None = None  # K values (None: tiny [2], else [6, 4]); the largest is exported
     # calibration utterances from the train split (None: tiny 60, else 512: svcca-U keeps ~170 of 192 directions
     # per state, and two states' directions must fit in the samples' span or some correlations are 1 by force)
@@ -66,7 +66,11 @@ class Settings:
 
     def __post_init__(self) -> None:
         tiny = self.profile == "tiny"
-        defaults = {"layers": 4 if tiny else 12, "remove": [2] if tiny else [6, 4], "calib": 60 if tiny else 512,
+        if self.checkpoint is not None and self.layers is not None:
+            raise EdgepruneError(f"--layers {self.layers}: the parent's depth when the job trains it; a --checkpoint "
+                                 "parent has its own (drop --layers)")
+        defaults = {"layers": None if self.checkpoint is not None else 4 if tiny else 12,
+                    "remove": [2] if tiny else [6, 4], "calib": 60 if tiny else 512,
                     "measures": list(MEASURES), "finetune_epochs": {"tiny": 1, "quick": 3}.get(self.profile, 10),
                     "deep_layers": 6 if tiny else 24,
                     "precisions": ["fp32", "int8"] if tiny else ["fp32", "fp16", "dynamic", "int8"],
@@ -74,7 +78,7 @@ class Settings:
                     "devices": ["desktop"] if tiny else ["desktop", "rpi4-emulated"],
                     "bench_runs": 3 if tiny else 30, "latency_rounds": 4 if tiny else 12}
         for name, value in defaults.items():
-            if getattr(self, name) is None:
+            if getattr(self, name) is None and value is not None:
                 setattr(self, name, value)
         for name in self.measures:
             if name not in MEASURES:
@@ -185,7 +189,7 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
 def command_line(settings: Settings, work: Path, out: Path) -> str:
     import shlex
 
-    default = Settings(profile=settings.profile)
+    default = Settings(profile=settings.profile, checkpoint=settings.checkpoint)
     parts = ["edgeprune reproduce comflp", f"--profile {settings.profile}"]
     for name, flag in (("checkpoint", "--checkpoint"), ("seed", "--seed"), ("layers", "--layers"),
                        ("calib", "--calib"), ("finetune_epochs", "--finetune-epochs"), ("bench_runs", "--bench-runs")):
