@@ -84,7 +84,7 @@ def run(profile_name: str = "quick", work: Path | None = None, out: Path | None 
             return {k: summary[k] for k in ("epochs", "batch_size", "lr", "best_epoch", "validation",
                                             "train_seconds", "train_samples_per_second")} | {"data": summary["data"]}
 
-        trained = steps.run(f"train {row.name}", train, outputs=(path,))
+        trained = steps.run(f"train {row.name}", train, outputs=(path,), inputs=())  # rows are independent
 
         def evaluate(row=row, path=path) -> dict[str, Any]:
             from edgeprune.models.measure import describe
@@ -96,7 +96,7 @@ def run(profile_name: str = "quick", work: Path | None = None, out: Path | None 
             return {"metrics": {k: report.get(k) for k in METRICS[row.task]}, "n": report["n"],
                     "params": info["params"], "macs": info["macs"]}
 
-        tested = steps.run(f"evaluate {row.name}", evaluate)
+        tested = steps.run(f"evaluate {row.name}", evaluate, inputs=(f"train {row.name}",))
         results.append({"row": row.name, "model": row.model, "task": row.task, "framework": row.framework,
                         "args": dict(row.args), "train": trained, "test": tested,
                         "command": row.train_command(profile_name, work)})
