@@ -84,3 +84,15 @@ def test_bad_requests_are_one_line(tmp_path):
         cmc_asp.run(Settings(profile="tiny", checkpoint=str(tmp_path / "none")), tmp_path / "w", progress=False)
     with pytest.raises(EdgepruneError, match="--devices nowhere"):
         cmc_asp.run(Settings(profile="tiny", devices=["nowhere"]), tmp_path / "w2", progress=False)
+
+
+def test_a_row_whose_fine_tuned_checkpoint_is_gone_is_redone_with_what_took_it_and_nothing_else(tiny_run):
+    import re
+    import shutil
+
+    tmp, _, _, _ = tiny_run
+    shutil.rmtree(tmp / "work" / "finetuned" / "50-l1")
+    third = _reproduce(tmp)
+    assert third.returncode == 0, third.stderr[-3000:]
+    ran = [m.group(1) for m in re.finditer(r"step \d+/\d+ (.+) \.\.\.$", third.stdout, re.M)]
+    assert ran == ["fine-tune 50-l1", "export 50-l1", "benchmark on desktop"]

@@ -103,16 +103,18 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
     steps = StepLog(work, {k: v for k, v in settings.to_json().items() if k != "devices"}, progress=progress,
                     total=3 + n_scores + 3 * len(rows) + n_exports + len(settings.devices))
     parent = Path(settings.checkpoint) if settings.checkpoint else work / "parent"
-    steps.run("train parent", lambda: _train_parent(settings, data, profile, parent, progress), outputs=(parent,))
-    parent_eval = steps.run("evaluate parent", lambda: _evaluate(parent, data, settings.framework))
+    steps.run("train parent", lambda: _train_parent(settings, data, profile, parent, progress), outputs=(parent,),
+              inputs=())
+    parent_eval = steps.run("evaluate parent", lambda: _evaluate(parent, data, settings.framework),
+                            inputs=("train parent",))
     calib = data["train"].take(sample_indices(data["train"], settings.calib, settings.seed))
-    cost = steps.run("scoring cost", lambda: _scoring_cost(parent, calib, settings))
+    cost = steps.run("scoring cost", lambda: _scoring_cost(parent, calib, settings), inputs=("train parent",))
     for criterion in CRITERIA:
         for s in range(settings.random_seeds if criterion == "random" else 1):
             name = _scores_name(criterion, s)
             steps.run(f"score {name}", lambda c=criterion, s=s, n=name: _score(parent, c, s, calib, settings,
                                                                                work / "scores" / f"{n}.json"),
-                      outputs=(work / "scores" / f"{name}.json",))
+                      outputs=(work / "scores" / f"{name}.json",), inputs=("train parent",))
     ft_profile = replace(for_model(profile, MODEL), epochs=settings.finetune_epochs)
     results: dict[str, Any] = {}
     for row in rows:
@@ -120,13 +122,15 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
         scores = work / "scores" / f"{_scores_name(row['criterion'], row['random_seed'])}.json"
         pruning = steps.run(f"prune {row['name']}",
                             lambda r=row, p=pruned, sc=scores: _prune(parent, sc, r["reduction"], p, settings),
-                            outputs=(pruned,))
+                            outputs=(pruned,),
+                            inputs=("train parent", f"score {_scores_name(row['criterion'], row['random_seed'])}"))
         before = steps.run(f"evaluate {row['name']} before fine-tuning",
-                           lambda p=pruned: _evaluate(p, data, settings.framework, drops=("both",)))
+                           lambda p=pruned: _evaluate(p, data, settings.framework, drops=("both",)),
+                           inputs=(f"prune {row['name']}",))
         after = steps.run(f"fine-tune {row['name']}",
                           lambda r=row, p=pruned, t=tuned: _finetune(p, t, data, ft_profile, r["training_seed"],
                                                                      settings, progress),
-                          outputs=(tuned,))
+                          outputs=(tuned,), inputs=(f"prune {row['name']}",))
         results[row["name"]] = {**row, "pruning": pruning, "before": before, "after": after}
     exports = {}
     for name in ["parent"] + [r["name"] for r in rows if r["export"]]:
@@ -134,7 +138,8 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
         bundle = work / "export" / name
         exports[name] = steps.run(f"export {name}", lambda s=source, b=bundle: _export(s, b, data, settings,
                                                                                           progress),
-                                  outputs=(bundle,))
+                                  outputs=(bundle,),
+                                  inputs=("train parent" if name == "parent" else f"fine-tune {name}",))
     benches = {}
     for device in sorted(settings.devices, key=lambda d: d != "desktop"):
         stem = work / "bench" / device
@@ -146,7 +151,7 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
                                     lambda d=device, t=targets, st=stem: bench(d, t, data["test"], st,
                                                                                settings.bench_runs, EMULATED_CLIPS,
                                                                                progress),
-                                    outputs=(stem.with_suffix(".json"),))
+                                    outputs=(stem.with_suffix(".json"),), inputs=tuple(f"export {n}" for n in exports))
     doc = cmc_asp_results.build(settings, data.info, parent_eval, cost, results, exports, benches, steps.seconds(),
                                 round(time.time() - started, 1), command_line(settings, work, out))
     cmc_asp_results.write(doc, out)

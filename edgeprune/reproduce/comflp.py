@@ -125,19 +125,22 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
 
     steps.run("train parent", lambda: _train(settings.layers, {} if settings.profile != "tiny" else TINY_ARGS,
                                              data, profile, parent, settings.seed, progress,
-                                             settings.checkpoint is not None), outputs=(parent,))
-    parent_eval = steps.run("evaluate parent", lambda: _evaluate(parent, data))
+                                             settings.checkpoint is not None), outputs=(parent,), inputs=())
+    parent_eval = steps.run("evaluate parent", lambda: _evaluate(parent, data), inputs=("train parent",))
     calib = data["train"].take(sample_indices(data["train"], settings.calib, settings.seed))
-    mats = steps.run("layer matrices", lambda: _matrices(parent, calib, settings.measures))
+    mats = steps.run("layer matrices", lambda: _matrices(parent, calib, settings.measures), inputs=("train parent",))
     evaluator = _evaluator(parent, data["validation"])
     searches = {}
     for k in ks:
         for name in settings.measures:
             searches[f"{name} K={k}"] = steps.run(
-                f"search {name} K={k}", lambda n=name, k=k: _search(mats[n], k, settings, evaluator))
-    greedy = steps.run(f"metric-greedy K={ks[0]}", lambda: _metric_greedy(n_layers, ks[0], evaluator))
+                f"search {name} K={k}", lambda n=name, k=k: _search(mats[n], k, settings, evaluator),
+                inputs=("train parent", "layer matrices"))
+    greedy = steps.run(f"metric-greedy K={ks[0]}", lambda: _metric_greedy(n_layers, ks[0], evaluator),
+                       inputs=("train parent",))
     randoms = {k: steps.run(f"random sets K={k}", lambda k=k: _random_sets(n_layers, k, settings, evaluator,
-                                                                            _evaluator(parent, data["test"])))
+                                                                            _evaluator(parent, data["test"])),
+                                 inputs=("train parent",))
                for k in ks}
     chosen = _chosen_sets(ks, settings.measures, searches, greedy)
     tuned: dict[str, Any] = {}
@@ -146,17 +149,21 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
                                  lambda d=drop, lb=label: _prune_finetune(parent, d, work / "pruned" / lb,
                                                                           work / "finetuned" / lb, data, ft_profile,
                                                                           settings, progress),
-                                 outputs=(work / "finetuned" / label,))
+                                 outputs=(work / "finetuned" / label,),
+                                 inputs=("train parent", *(f"search {n}" for n in searches),
+                                         f"metric-greedy K={ks[0]}"))
     best = min((lb for lb in chosen if chosen[lb] and lb.endswith(f"K={ks[0]}")),
                key=lambda lb: tuned[lb]["validation_per"])
     exports = {"parent": steps.run("export parent", lambda: _export(parent, work / "export" / "parent", data,
                                                                     settings, progress),
-                                   outputs=(work / "export" / "parent",))}
+                                   outputs=(work / "export" / "parent",), inputs=("train parent",))}
     exports["pruned"] = steps.run(f"export {best}", lambda: _export(work / "finetuned" / best,
                                                                     work / "export" / "pruned", data, settings,
                                                                     progress),
-                                  outputs=(work / "export" / "pruned",))
-    latency = steps.run("paired latency", lambda: _paired(work / "export", settings))
+                                  outputs=(work / "export" / "pruned",),
+                                  inputs=tuple(f"prune and fine-tune {lb}" for lb in chosen))
+    latency = steps.run("paired latency", lambda: _paired(work / "export", settings),
+                        inputs=("export parent", f"export {best}"))
     benches = {}
     for device in sorted(settings.devices, key=lambda d: d != "desktop"):
         stem = work / "bench" / device
@@ -166,17 +173,18 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
                                     lambda d=device, t=targets, st=stem: bench(d, t, data["test"], st,
                                                                                settings.bench_runs, EMULATED_CLIPS,
                                                                                progress),
-                                    outputs=(stem.with_suffix(".json"),))
+                                    outputs=(stem.with_suffix(".json"),), inputs=("export parent", f"export {best}"))
     deep = work / "deep"
     deep_args = {"layers": settings.deep_layers, "dim": 96 if settings.profile != "tiny" else 32,
                  "heads": 2, "ffn": 384 if settings.profile != "tiny" else 64,
                  **({"pos_kernel": 8, "pos_groups": 4} if settings.profile == "tiny" else {})}
     # trained as `edgeprune train` trains a speech-encoder (its own epochs and warm-up for the profile)
     deep_train = steps.run("train deep encoder", lambda: _train(settings.deep_layers, deep_args, data, profile, deep,
-                                                   settings.seed, progress, False), outputs=(deep,))
+                                                   settings.seed, progress, False), outputs=(deep,), inputs=())
     scaling = {"parent": _scaling_row(n_layers, ks[0], mats, searches, greedy, settings)}
     scaling["deep"] = {**steps.run("search time, deep encoder",
-                                   lambda: _deep_scaling(deep, calib, data["validation"], settings)),
+                                   lambda: _deep_scaling(deep, calib, data["validation"], settings),
+                                   inputs=("train deep encoder",)),
                        "trained_epochs": deep_train.get("epochs")}
     doc = comflp_results.build(settings, data.info, n_layers, ks, parent_eval, mats, searches, greedy, randoms,
                                chosen, tuned, best, exports, latency, benches, scaling, steps.seconds(),

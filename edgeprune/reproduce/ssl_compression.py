@@ -119,18 +119,19 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
     keywords = data_for("synthetic", profile, progress=progress, task="keywords")
     steps = StepLog(work, settings.to_json(), progress=progress)
     teacher = work / "models" / "teacher"
-    steps.run("pre-train teacher", lambda: _pretrain(teacher, phones, settings, progress), outputs=(teacher,))
+    steps.run("pre-train teacher", lambda: _pretrain(teacher, phones, settings, progress), outputs=(teacher,),
+              inputs=())
     models: dict[str, dict[str, Any]] = {"teacher": {"method": "teacher", "level": None, "path": teacher}}
 
     def chain(method: str, levels: list[Any], step_fn) -> None:
-        previous = teacher
+        previous, before = teacher, "pre-train teacher"
         for level in levels:
             name = f"{method}-{level}"
             path = work / "models" / name
             info = steps.run(f"compress {name}", lambda p=previous, lv=level, o=path: step_fn(p, lv, o),
-                             outputs=(path,))
+                             outputs=(path,), inputs=(before,))
             models[name] = {"method": method, "level": level, "path": path, "compression": info}
-            previous = path
+            previous, before = path, f"compress {name}"
 
     sparsities = sorted(settings.sparsities)
     chain("weight", sparsities, lambda p, s, o: _weight(p, s, sparsities, o, phones, settings, progress))
@@ -143,30 +144,32 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
         path = work / "models" / name
         models[name] = {"method": "ffn", "level": width, "path": path, "compression": steps.run(
             f"compress {name}", lambda w=width, o=path: _ffn(teacher, w, o, phones, settings, progress),
-            outputs=(path,))}
+            outputs=(path,), inputs=("pre-train teacher",))}
     for budget in sorted(settings.lowrank_budgets, reverse=True):
         name = f"low-rank-{budget}"
         path = work / "models" / name
         models[name] = {"method": "low-rank", "level": budget, "path": path, "compression": steps.run(
             f"compress {name}", lambda b=budget, o=path: _low_rank(teacher, b, o, phones, settings, progress),
-            outputs=(path,))}
+            outputs=(path,), inputs=("pre-train teacher",))}
     for init in ("teacher-layers", "random"):
         name = f"distill-{init}"
         path = work / "models" / name
         models[name] = {"method": "distill", "level": init, "path": path, "compression": steps.run(
             f"compress {name}", lambda i=init, o=path: _distill(teacher, i, o, phones, settings, progress),
-            outputs=(path,))}
+            outputs=(path,), inputs=("pre-train teacher",))}
     results = {}
     for name, m in models.items():
         edge = work / "edge" / name
         results[name] = steps.run(f"evaluate {name}", lambda p=m["path"], e=edge: _evaluate(p, e, phones, keywords,
                                                                                             settings),
-                                  outputs=(edge,))
+                                  outputs=(edge,),
+                                  inputs=("pre-train teacher" if name == "teacher" else f"compress {name}",))
     exports = {name: steps.run(f"export {name}", lambda n=name: _export(work / "edge" / n, work / "export" / n,
                                                                         phones, settings, progress),
-                               outputs=(work / "export" / name,))
+                               outputs=(work / "export" / name,), inputs=(f"evaluate {name}",))
                for name in models}
-    latency = steps.run("paired latency", lambda: _latency(work / "export", list(models), settings))
+    latency = steps.run("paired latency", lambda: _latency(work / "export", list(models), settings),
+                        inputs=tuple(f"export {name}" for name in models))
     doc = ssl_compression_results.build(settings, phones.info, models, results, exports, latency, steps.seconds(),
                                         round(time.time() - started, 1), command_line(settings, work, out))
     ssl_compression_results.write(doc, out)
