@@ -165,23 +165,26 @@ def test_a_state_file_written_before_steps_kept_their_order_still_redoes_what_to
     assert _calls(work)[3:] == ["b.txt", "c.txt"]
 
 
-def test_in_a_job_that_runs_its_steps_one_at_a_time_a_redone_step_redoes_every_later_one(tmp_path):
+def test_a_job_that_runs_its_steps_one_at_a_time_names_what_each_takes(tmp_path):
     def job(work: Path, extra: bool = False) -> list[int]:
         log = StepLog(work, {}, progress=False)
-        a = log.run("a", lambda: _write(work / "a.txt", 1), outputs=(work / "a.txt",))
-        b = log.run("b", lambda: _write(work / "b.txt", 2), outputs=(work / "b.txt",))
+        a = log.run("a", lambda: _write(work / "a.txt", 1), outputs=(work / "a.txt",), inputs=())
+        b = log.run("b", lambda: _write(work / "b.txt", 2), outputs=(work / "b.txt",), inputs=())
         if extra:  # a step this job did not have before (as a new --devices target's benchmark)
-            log.run("x", lambda: _write(work / "x.txt", 5), outputs=(work / "x.txt",))
-        return [a, b, log.run("c", lambda: _write(work / "c.txt", 3, a))]
+            log.run("x", lambda: _write(work / "x.txt", 5), outputs=(work / "x.txt",), inputs=("b",))
+        return [a, b, log.run("c", lambda: _write(work / "c.txt", 3, a), inputs=("a",))]
 
     work = tmp_path / "w"
     assert job(work) == [1, 2, 4]
     assert job(work) == [1, 2, 4] and _calls(work) == ["a.txt", "b.txt", "c.txt"]  # all reused
-    (work / "b.txt").unlink()
+    (work / "a.txt").unlink()
     job(work)
-    assert _calls(work)[3:] == ["b.txt", "c.txt"]  # a reused; c came after b, so it runs again
+    assert _calls(work)[3:] == ["a.txt", "c.txt"]  # b reused; c took a's result, so it runs again
     job(work, extra=True)
-    assert _calls(work)[5:] == ["x.txt"]  # a new step is not a redone one: c is reused
+    job(work, extra=True)
+    assert _calls(work)[5:] == ["x.txt"]  # the new step ran once; nothing after it was redone
+    with pytest.raises(TypeError, match="inputs"):  # forgetting what a step takes is an error, not a stale reuse
+        StepLog(work, {}, progress=False).run("a", lambda: 1)
 
 
 def test_each_step_draws_the_same_numbers_in_a_fresh_worker_as_after_other_steps(tmp_path, ray_here):

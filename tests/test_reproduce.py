@@ -221,12 +221,12 @@ def test_step_log_reuses_finished_steps_and_redoes_missing_outputs(tmp_path):
         return {"n": len(calls)}
 
     log = StepLog(tmp_path / "w", {"a": 1}, progress=False)
-    assert log.run("make", make, outputs=(target,)) == {"n": 1}
+    assert log.run("make", make, outputs=(target,), inputs=()) == {"n": 1}
     log = StepLog(tmp_path / "w", {"a": 1}, progress=False)
-    assert log.run("make", make, outputs=(target,)) == {"n": 1}
+    assert log.run("make", make, outputs=(target,), inputs=()) == {"n": 1}
     assert len(calls) == 1
     target.unlink()
-    assert log.run("make", make, outputs=(target,)) == {"n": 2}
+    assert log.run("make", make, outputs=(target,), inputs=()) == {"n": 2}
     with pytest.raises(EdgepruneError, match="other settings"):
         StepLog(tmp_path / "w", {"a": 2}, progress=False)
 

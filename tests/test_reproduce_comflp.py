@@ -110,6 +110,9 @@ def test_bad_requests_are_one_line(tmp_path):
     assert proc.returncode == 2 and "--measures pearson" in proc.stderr
     with pytest.raises(EdgepruneError, match="checkpoint not found"):
         comflp.run(Settings(profile="tiny", checkpoint=str(tmp_path / "none")), tmp_path / "w", progress=False)
+    checkpoint_run = comflp.command_line(Settings(profile="tiny", checkpoint="parent"), tmp_path / "w",
+                                         tmp_path / "w" / "comflp")
+    assert "--checkpoint parent" in checkpoint_run and "--layers" not in checkpoint_run
     proc = _reproduce(tmp_path, "--checkpoint", str(tmp_path / "none"), "--layers", "6")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "--layers 6: the parent's depth when the job trains it; a --checkpoint parent has its own" in proc.stderr

@@ -25,7 +25,7 @@ import numpy as np
 from edgeprune import checkpoint
 from edgeprune.data.datasets import Dataset, sample_indices
 from edgeprune.errors import EdgepruneError
-from edgeprune.reproduce.shared import bench, check_devices
+from edgeprune.reproduce.shared import after_desktop, bench, check_devices
 from edgeprune.reproduce.steps import StepLog
 
 MODEL, TASK = "se-crn", "enhancement"
@@ -151,7 +151,9 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
                                     lambda d=device, t=targets, st=stem: bench(d, t, data["test"], st,
                                                                                settings.bench_runs, EMULATED_CLIPS,
                                                                                progress),
-                                    outputs=(stem.with_suffix(".json"),), inputs=tuple(f"export {n}" for n in exports))
+                                    outputs=(stem.with_suffix(".json"),),
+                                    inputs=(*(f"export {n}" for n in exports),
+                                            *after_desktop(device, settings.devices)))
     doc = cmc_asp_results.build(settings, data.info, parent_eval, cost, results, exports, benches, steps.seconds(),
                                 round(time.time() - started, 1), command_line(settings, work, out))
     cmc_asp_results.write(doc, out)

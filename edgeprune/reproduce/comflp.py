@@ -29,7 +29,7 @@ import numpy as np
 from edgeprune import checkpoint
 from edgeprune.data.datasets import Dataset, Split, sample_indices
 from edgeprune.errors import EdgepruneError
-from edgeprune.reproduce.shared import bench, check_devices
+from edgeprune.reproduce.shared import after_desktop, bench, check_devices
 from edgeprune.reproduce.steps import StepLog
 from edgeprune.scoring.layer_states import MEASURES
 
@@ -173,7 +173,9 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
                                     lambda d=device, t=targets, st=stem: bench(d, t, data["test"], st,
                                                                                settings.bench_runs, EMULATED_CLIPS,
                                                                                progress),
-                                    outputs=(stem.with_suffix(".json"),), inputs=("export parent", f"export {best}"))
+                                    outputs=(stem.with_suffix(".json"),),
+                                    inputs=("export parent", f"export {best}",
+                                            *after_desktop(device, settings.devices)))
     deep = work / "deep"
     deep_args = {"layers": settings.deep_layers, "dim": 96 if settings.profile != "tiny" else 32,
                  "heads": 2, "ffn": 384 if settings.profile != "tiny" else 64,
@@ -197,11 +199,11 @@ def run(settings: Settings, work: Path | None = None, out: Path | None = None, f
 def command_line(settings: Settings, work: Path, out: Path) -> str:
     import shlex
 
-    default = Settings(profile=settings.profile, checkpoint=settings.checkpoint)
+    default = Settings(profile=settings.profile)
     parts = ["edgeprune reproduce comflp", f"--profile {settings.profile}"]
     for name, flag in (("checkpoint", "--checkpoint"), ("seed", "--seed"), ("layers", "--layers"),
                        ("calib", "--calib"), ("finetune_epochs", "--finetune-epochs"), ("bench_runs", "--bench-runs")):
-        if getattr(settings, name) != getattr(default, name):
+        if getattr(settings, name) not in (None, getattr(default, name)):  # a checkpoint run has no --layers
             parts.append(f"{flag} {shlex.quote(str(getattr(settings, name)))}")
     if settings.remove != default.remove:
         parts.append(f"--remove {','.join(map(str, settings.remove))}")

@@ -27,7 +27,7 @@ from edgeprune.data.datasets import sample_indices
 from edgeprune.errors import EdgepruneError
 from edgeprune.reproduce.seed_table import LAYERS, ROWS
 from edgeprune.reproduce.shared import bench as shared_bench
-from edgeprune.reproduce.shared import cached_data, check_devices
+from edgeprune.reproduce.shared import after_desktop, cached_data, check_devices
 from edgeprune.reproduce.steps import Step, StepLog, default_threads
 
 MODEL = "dcase2021_baseline"
@@ -187,8 +187,7 @@ def _plan(settings: Settings, work: Path, progress: bool) -> list[Step]:
                          inputs=("export baseline", *(f"export {n} padded for desktop" for n in pruned)), alone=True))
     for device in _bench_order(settings):
         stem = work / "bench" / device
-        after = exported + (("benchmark on desktop",) if device != "desktop" and "desktop" in settings.devices
-                            else ())  # emulated boards are checked against the desktop run's outputs
+        after = exported + after_desktop(device, settings.devices)
         plan.append(Step(f"benchmark on {device}",
                          partial(_bench, device, [work / "export" / n for n in models], settings, stem, progress),
                          inputs=after, outputs=(stem.with_suffix(".json"),), device=device))

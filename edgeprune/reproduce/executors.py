@@ -30,7 +30,7 @@ class LocalExecutor:
         results: dict[str, Any] = {}
         for step in plan:
             args = [results[i] for i in step.inputs]
-            results[step.name] = log.run(step.name, lambda: _call(step, args), step.outputs, step.inputs)
+            results[step.name] = log.run(step.name, lambda: _call(step, args), step.outputs, inputs=step.inputs)
         return results
 
     def close(self) -> None:

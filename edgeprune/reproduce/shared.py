@@ -41,6 +41,12 @@ def check_devices(devices: list[str]) -> None:
             raise EdgepruneError(f"--devices {name}: {exc}") from None
 
 
+def after_desktop(device: str, devices: list[str]) -> tuple[str, ...]:
+    """What a benchmark step takes besides the files: a board other than the desktop is checked against the
+    desktop run's outputs (`bench`), so it takes "benchmark on desktop" when the run has one."""
+    return ("benchmark on desktop",) if device != "desktop" and "desktop" in devices else ()
+
+
 def bench(device: str, targets: list[Path], test: Split, stem: Path, runs: int, emulated_clips: int,
           progress: bool) -> dict[str, Any]:
     """Every model of `targets` (bundles or files) on one target: latency at 1 thread with XNNPACK, the task's

@@ -3,13 +3,12 @@
 The work folder holds `state.json`: the settings the run was started with and, for each finished step, its wall
 time, its (JSON) result and its place in the order steps finished. A step counts as finished only if it is recorded
 there, the files it wrote still exist, and none of the steps whose results it took finished after it (one redone
-since, because its files were gone, makes every step that took its result run again; in a job that runs its steps
-one at a time, every earlier step counts as taken); every step writes its files atomically, so an interrupted step
-leaves nothing that looks finished.
+since, because its files were gone, makes every step that took its result run again); every step writes its files
+atomically, so an interrupted step leaves nothing that looks finished.
 
-Jobs either run steps one at a time (`StepLog.run`) or declare them (`Step`, with the steps whose results they take)
-and hand the list to an executor (`reproduce.executors`), which may run independent steps at once. Only the process
-that owns the `StepLog` writes `state.json`, whichever executor ran the steps.
+Jobs either run steps one at a time (`StepLog.run`, naming the steps each takes) or declare them (`Step`, with the
+steps whose results they take) and hand the list to an executor (`reproduce.executors`), which may run independent
+steps at once. Only the process that owns the `StepLog` writes `state.json`, whichever executor ran the steps.
 """
 
 from __future__ import annotations
@@ -127,7 +126,6 @@ class StepLog:
         self.progress = progress
         self.total = total
         self.count = 0
-        self._latest = 0  # the newest order among the steps `run` went through (for jobs without declared inputs)
         path = self.work / STATE_FILE
         if path.exists():
             state = read_json(path, "pipeline state file")
@@ -154,16 +152,16 @@ class StepLog:
         self.count += 1
         return f"step {self.count}" + (f"/{self.total}" if self.total else "")
 
-    def finished(self, name: str, outputs: tuple[Path, ...] = (), inputs: tuple[str, ...] = (),
-                 newest_input: int = 0) -> dict[str, Any] | None:
+    def finished(self, name: str, outputs: tuple[Path, ...] = (), inputs: tuple[str, ...] = ()
+                 ) -> dict[str, Any] | None:
         """The record of step `name` if it finished before, its outputs still exist, and no step of `inputs` (the
-        steps whose results it took) finished after it, nor any step recorded after `newest_input`. Records without
-        an order (older state files) count as first."""
+        steps whose results it took) finished after it. Records without an order (older state files) count as
+        first."""
         steps = self.state["steps"]
         done = steps.get(name)
         if done is None or not all(Path(p).exists() for p in outputs):
             return None
-        newest = max([newest_input] + [steps.get(i, {}).get("order", 0) for i in inputs])
+        newest = max((steps.get(i, {}).get("order", 0) for i in inputs), default=0)
         return done if newest <= done.get("order", 0) else None
 
     def record(self, name: str, result: Any, seconds: float, worker: str | None = None) -> None:
@@ -177,25 +175,21 @@ class StepLog:
         self.state["steps"][name] = entry
         self._save()
 
-    def run(self, name: str, fn: Callable[[], Any], outputs: tuple[Path, ...] = (),
-            inputs: tuple[str, ...] | None = None) -> Any:
-        """Result of step `name`: recorded if it already finished (see `finished`), else fn()'s. Without `inputs`
-        (a job that runs its steps one at a time), every step this log reused or redid before counts as one; a
-        step run for the first time does not (a new --devices target's benchmark redoes nothing after it)."""
+    def run(self, name: str, fn: Callable[[], Any], outputs: tuple[Path, ...] = (), *, inputs: tuple[str, ...]
+            ) -> Any:
+        """Result of step `name`: recorded if it already finished (see `finished`), else fn()'s. `inputs` (the
+        steps whose results or files it takes) must be given, () for none: a forgotten one would let a step reuse
+        what an input redone since made stale."""
         where = self.where()
-        done = self.finished(name, outputs, inputs or (), self._latest if inputs is None else 0)
+        done = self.finished(name, outputs, inputs)
         if done is not None:
             self.say(f"{where} {name}: done before ({done['seconds']:.1f} s), reused")
-            self._latest = max(self._latest, done.get("order", 0))
             return done["result"]
         self.say(f"{where} {name} ...")
-        redone = name in self.state["steps"]
         start = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - start
         self.record(name, result, seconds)
-        if redone:
-            self._latest = self.state["steps"][name]["order"]
         self.say(f"{where} {name}: {seconds:.1f} s")
         return result
 
