@@ -312,16 +312,21 @@ def cmd_export(args: argparse.Namespace) -> None:
     pad = None
     if args.pad_for:
         from edgeprune.bench import load_devices
-        from edgeprune.export.convert import QUANTS, normalize_list
+        from edgeprune.export.convert import FORMATS, QUANTS, normalize_list
         from edgeprune.fileio import refuse_overwrite
+        from edgeprune.latency.layer_grid import GRID_PRECISIONS
         from edgeprune.latency.padding import pad_plan
 
+        quants = normalize_list(args.quant, QUANTS, "precision")
+        if "tflite" not in normalize_list(args.format, FORMATS, "format") or \
+                not any(q in GRID_PRECISIONS for q in quants):
+            raise EdgepruneError(f"--pad-for {args.pad_for}: pads the {', '.join(GRID_PRECISIONS)} TFLite files; "
+                                 f"--format {args.format} --quant {args.quant} writes none")
         refuse_overwrite(Path(args.out) / (args.name or Path(args.checkpoint).resolve().name), args.force)
         devices = load_devices()
         try:
             runner = devices.make_runner(args.pad_for, log=print)
-            pad = pad_plan(Path(args.checkpoint), runner, normalize_list(args.quant, QUANTS, "precision"),
-                           framework=args.framework)
+            pad = pad_plan(Path(args.checkpoint), runner, quants, framework=args.framework)
         except devices.DeviceError as exc:
             raise EdgepruneError(str(exc)) from None
         print(f"[export] padding for {args.pad_for}: " + ("; ".join(

@@ -312,6 +312,11 @@ def test_export_pads_a_pruned_layer_back_where_the_target_runs_it_faster(parent,
     assert run("prune", str(parent), "--keep", str(keep), "--out", str(tmp_path / "pruned")).returncode == 0
     common = ["--format", "tflite", "--quant", "fp32", "--profile", "tiny", "--calib", "8", "--eval", "8",
               "--out", str(tmp_path / "export")]
+    for nothing in (["--format", "onnx"], ["--quant", "dynamic"]):  # no file --pad-for would pad: refused at once
+        proc = run("export", str(tmp_path / "pruned"), *common, *nothing, "--pad-for", "desktop", "--name", "no")
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+        assert "--pad-for desktop: pads the fp32, fp16, int8 TFLite files" in proc.stderr
+        assert not (tmp_path / "export" / "no").exists()
     proc = run("export", str(tmp_path / "pruned"), *common, "--pad-for", "desktop")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "padding for desktop: fp32 block1.conv1 -> 4" in proc.stdout
