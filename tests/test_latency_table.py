@@ -200,6 +200,28 @@ def test_counts_for_a_mac_budget_land_on_the_stairs_ends(parent, tmp_path):
     assert choose(macs_at(2)) == {"block1.conv1": 2}  # no stair end fits: any count on the lowest stair
 
 
+def test_counts_for_a_mac_budget_cut_a_coupled_group_together_on_the_groups_stairs(parent, tmp_path):
+    """conv0 and block1.conv2 meet at the skip and keep one count. With both at 3 the group's time is that of 4
+    (conv0 and the layers it feeds step after 2; block1.conv2 is flat), so the budget of 3 in both gets 2 in both,
+    and 4's budget 4. Listing either member chooses for the group; the MACs are priced with every member cut."""
+    from edgeprune.latency.choose import counts_for_macs
+    from edgeprune.models.measure import measure
+    from edgeprune.pruning.api import apply_keep
+
+    doc = _cached_table(tmp_path, parent)
+    ckpt = checkpoint.load(parent, framework="torch")
+
+    def macs_at(width: int) -> int:  # cutting conv0 cuts its group with it
+        child, _ = apply_keep(ckpt.model, "torch", ARCH, {"conv0": list(range(width))})
+        assert table.channel_counts(child, "torch")["block1.conv2"][1] == width
+        return measure(child, "torch", ARCH)["macs"]
+
+    for listed in ("conv0", "block1.conv2"):
+        choose = lambda budget: counts_for_macs(doc, "int8", ckpt.model, "torch", ARCH, [listed], budget)  # noqa
+        assert choose(macs_at(3)) == {"conv0": 2, "block1.conv2": 2}
+        assert choose(macs_at(4)) == {"conv0": 4, "block1.conv2": 4}
+
+
 def test_a_mac_budget_is_used_when_stair_ends_alone_are_too_coarse():
     """The DCASE baseline with int8 stairs shaped like this x86's: conv2 costs less at 1 input channel (it folds),
     steps at 8 and 16; conv3 steps at 16. Budget: the seed's C1+C2+C3 (11/11/25), 140,146,000 MACs. On stair ends

@@ -9,7 +9,7 @@ C1+C2+C3 budget, so ends alone gave 1/16/32 (a quarter of the budget)."""
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class Pricer:
         return macs, ms
 
 
-def best_within(priced: Pricer, layers: list[str], options: list[list[int]], macs_budget: float,
+def best_within(priced: Callable[[dict[str, int]], tuple[float, float]], layers: list[str], options: list[list[int]], macs_budget: float,
                 slack: float = 0.05, limit: int = 200_000) -> dict[str, int] | None:
     """Among the combinations of `options` (one list of counts per layer) within the budget and within `slack` of
     the most MACs it allows, the lowest predicted latency (ties: more MACs, then more channels); None if none fit."""
@@ -104,26 +104,52 @@ def best_within(priced: Pricer, layers: list[str], options: list[list[int]], mac
     return dict(zip(layers, combo))
 
 
+def coupled_groups(model: Any, framework: str, arch: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The layers that must keep one output count (members of a residual add), found on the model."""
+    from edgeprune.pruning.api import example_inputs
+    from edgeprune.pruning.groups import find_groups
+
+    examples = example_inputs(framework, arch) if framework == "torch" else None
+    return [tuple(g.members) for g in find_groups(model, framework, examples).groups if len(g.members) > 1]
+
+
 def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework: str, arch: dict[str, Any],
                     layers: list[str], macs_budget: float, tolerance: float = 0.05, slack: float = 0.05,
                     limit: int = 200_000) -> dict[str, int]:
     """Counts of `layers` (the others kept whole), each at the end of one of its measured stairs or on its lowest
     stair, within the budget and within `slack` of the most MACs it allows: the lowest stair-read predicted latency
-    (ties: more MACs, then more channels). Every combination is priced without surgery (`Pricer`); the choice is
-    then cut for real and its MACs checked."""
+    (ties: more MACs, then more channels). A layer coupled to others (a residual add) is chosen with them, on the
+    group's stairs, and every member gets its count. Every combination is priced without surgery (`Pricer`); the
+    choice is then cut for real and its MACs checked."""
     from edgeprune.models.measure import measure
     from edgeprune.pruning.api import apply_keep
 
     t = table["precisions"][precision]
-    priced = Pricer(table, precision, model, framework, arch, layers, tolerance)
+    groups = coupled_groups(model, framework, arch)
+    units: list[tuple[str, ...]] = []
+    for n in layers:
+        if not any(n in u for u in units):
+            units.append(next((g for g in groups if n in g), (n,)))
+    members = [m for u in units for m in u]
+    priced = Pricer(table, precision, model, framework, arch, members, tolerance)
     full = priced.full
 
-    ends = [sorted(set(steps_of(table, precision, n, tolerance)) | {full[n][1]})
-            if len(t["layers"][n]["out"]) > 1 else list(range(1, full[n][1] + 1)) for n in layers]
-    counts = best_within(priced, layers, [sorted(set(e) | set(range(1, e[0] + 1))) for e in ends],
-                         macs_budget, slack, limit)
-    if counts is None:
+    def options(unit: tuple[str, ...]) -> list[int]:
+        if not any(len(t["layers"].get(m, {}).get("out", {})) > 1 for m in unit):
+            return list(range(1, full[unit[0]][1] + 1))
+        ends = sorted(set(steps_of(table, precision, unit[0] if len(unit) == 1 else unit, tolerance))
+                      | {full[unit[0]][1]})
+        return sorted(set(ends) | set(range(1, ends[0] + 1)))
+
+    def spread(chosen: dict[str, int]) -> dict[str, int]:
+        return {m: chosen[u[0]] for u in units for m in u}
+
+    leaders = [u[0] for u in units]
+    chosen = best_within(lambda c: priced(spread(c)), leaders, [options(u) for u in units], macs_budget, slack,
+                         limit)
+    if chosen is None:
         raise EdgepruneError(f"no counts of {layers} on the measured stairs fit {macs_budget:,.0f} MACs")
+    counts = spread(chosen)
     child, _ = apply_keep(model, framework, arch, {n: list(range(c)) for n, c in counts.items()})
     real = measure(child, framework, arch)["macs"]
     if real > macs_budget:

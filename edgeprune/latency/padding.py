@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgeprune.latency.choose import Pricer
+from edgeprune.latency.choose import Pricer, coupled_groups
 from edgeprune.latency.layer_grid import GRID_PRECISIONS
 from edgeprune.latency.table import MIN_STEP
 
@@ -90,12 +90,9 @@ def plan_from_table(table: dict[str, Any], spec: dict[str, Any], parent: Any, fr
     (or those of `precisions`); `parent`: the unpruned model in `framework`. Coupled layers are found on it and
     keep one width."""
     from edgeprune.latency.table import channel_counts
-    from edgeprune.pruning.api import example_inputs
-    from edgeprune.pruning.groups import find_groups
     from edgeprune.pruning.pad import parent_keep
 
-    examples = example_inputs(framework, spec["arch"]) if framework == "torch" else None
-    groups = [g.members for g in find_groups(parent, framework, examples).groups if len(g.members) > 1]
+    groups = coupled_groups(parent, framework, spec["arch"])
     full = channel_counts(parent, framework)
     counts = {n: len(k) for n, k in parent_keep(spec).items() if n in full}
     return {q: w for q in (precisions or table["precisions"])
