@@ -86,8 +86,9 @@ class Pricer:
         return macs, ms
 
 
-def best_within(priced: Callable[[dict[str, int]], tuple[float, float]], layers: list[str], options: list[list[int]], macs_budget: float,
-                slack: float = 0.05, limit: int = 200_000) -> dict[str, int] | None:
+def best_within(priced: Callable[[dict[str, int]], tuple[float, float]], layers: list[str],
+                options: list[list[int]], macs_budget: float, slack: float = 0.05, limit: int = 200_000
+                ) -> dict[str, int] | None:
     """Among the combinations of `options` (one list of counts per layer) within the budget and within `slack` of
     the most MACs it allows, the lowest predicted latency (ties: more MACs, then more channels); None if none fit."""
     if np.prod([len(o) for o in options], dtype=np.int64) > limit:
@@ -137,8 +138,7 @@ def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework
     def options(unit: tuple[str, ...]) -> list[int]:
         if not any(len(t["layers"].get(m, {}).get("out", {})) > 1 for m in unit):
             return list(range(1, full[unit[0]][1] + 1))
-        ends = sorted(set(steps_of(table, precision, unit[0] if len(unit) == 1 else unit, tolerance))
-                      | {full[unit[0]][1]})
+        ends = sorted(set(steps_of(table, precision, unit, tolerance)) | {full[unit[0]][1]})
         return sorted(set(ends) | set(range(1, ends[0] + 1)))
 
     def spread(chosen: dict[str, int]) -> dict[str, int]:
