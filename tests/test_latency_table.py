@@ -201,9 +201,9 @@ def test_counts_for_a_mac_budget_land_on_the_stairs_ends(parent, tmp_path):
 
 
 def test_counts_for_a_mac_budget_cut_a_coupled_group_together_on_the_groups_stairs(parent, tmp_path):
-    """conv0 and block1.conv2 meet at the skip and keep one count. With both at 3 the group's time is that of 4
-    (conv0 and the layers it feeds step after 2; block1.conv2 is flat), so the budget of 3 in both gets 2 in both,
-    and 4's budget 4. Listing either member chooses for the group; the MACs are priced with every member cut."""
+    """conv0 and block1.conv2 meet at the skip and keep one count (the group's stairs end at 2 and 4). The MACs are
+    priced with every member cut: the budget of 2 in both gets 2 in both (priced with block1.conv2 whole, 2 would
+    not fit), 4's gets 4. Listing either member chooses for the group."""
     from edgeprune.latency.choose import counts_for_macs
     from edgeprune.models.measure import measure
     from edgeprune.pruning.api import apply_keep
@@ -218,7 +218,7 @@ def test_counts_for_a_mac_budget_cut_a_coupled_group_together_on_the_groups_stai
 
     for listed in ("conv0", "block1.conv2"):
         choose = lambda budget: counts_for_macs(doc, "int8", ckpt.model, "torch", ARCH, [listed], budget)  # noqa
-        assert choose(macs_at(3)) == {"conv0": 2, "block1.conv2": 2}
+        assert choose(macs_at(2)) == {"conv0": 2, "block1.conv2": 2}
         assert choose(macs_at(4)) == {"conv0": 4, "block1.conv2": 4}
 
 
@@ -257,6 +257,12 @@ def test_a_mac_budget_is_used_when_stair_ends_alone_are_too_coarse():
     assert budget == 140_146_000
     chosen = counts_for_macs(doc, "int8", model, "torch", arch, ["conv1", "conv2", "conv3"], budget)
     assert chosen == {"conv1": 8, "conv2": 16, "conv3": 10}
+    # conv2's count 1 alone on its lowest stair (0.3 ms, 2-16 take 0.5): for the seed's C2 budget (conv2 = 12)
+    # the stair ends alone offer 1, an eighth of it; any count is chosen instead
+    doc["precisions"]["int8"]["layers"]["conv2"]["out"] = stairs([(1, 0.3), (16, 0.5)])
+    c2, _ = apply_keep(model, "torch", arch, {"conv2": list(range(12))})
+    assert counts_for_macs(doc, "int8", model, "torch", arch, ["conv2"], measure(c2, "torch", arch)["macs"]) == \
+        {"conv2": 12}
 
 
 def test_paired_timing_returns_each_files_time_and_the_ratio_with_its_spread(parent, tmp_path):

@@ -86,11 +86,9 @@ class Pricer:
         return macs, ms
 
 
-def best_within(priced: Callable[[dict[str, int]], tuple[float, float]], layers: list[str],
-                options: list[list[int]], macs_budget: float, slack: float = 0.05, limit: int = 200_000
-                ) -> dict[str, int] | None:
-    """Among the combinations of `options` (one list of counts per layer) within the budget and within `slack` of
-    the most MACs it allows, the lowest predicted latency (ties: more MACs, then more channels); None if none fit."""
+def _fits(priced: Callable[[dict[str, int]], tuple[float, float]], layers: list[str], options: list[list[int]],
+          macs_budget: float, limit: int) -> list[tuple[float, float, tuple[int, ...]]]:
+    """(MACs, predicted ms, counts) of every combination of `options` within the budget."""
     if np.prod([len(o) for o in options], dtype=np.int64) > limit:
         raise EdgepruneError(f"too many count combinations for {layers} (at most {limit})")
     fits = []
@@ -98,10 +96,23 @@ def best_within(priced: Callable[[dict[str, int]], tuple[float, float]], layers:
         macs, ms = priced(dict(zip(layers, combo)))
         if macs <= macs_budget:
             fits.append((macs, ms, combo))
+    return fits
+
+
+def best_within(priced: Callable[[dict[str, int]], tuple[float, float]], layers: list[str],
+                options: list[list[int]], macs_budget: float, slack: float = 0.05, limit: int = 200_000,
+                floor_macs: float | None = None) -> dict[str, int] | None:
+    """Among the combinations of `options` (one list of counts per layer) within the budget and within `slack` of
+    the most MACs they allow (or at least `floor_macs`), the lowest predicted latency (ties: more MACs, then more
+    channels); None if none fit."""
+    fits = _fits(priced, layers, options, macs_budget, limit)
     if not fits:
         return None
-    floor = (1 - slack) * max(f[0] for f in fits)
-    _, _, combo = min((f for f in fits if f[0] >= floor), key=lambda f: (round(f[1], 9), -f[0], -sum(f[2])))
+    floor = (1 - slack) * max(f[0] for f in fits) if floor_macs is None else floor_macs
+    band = [f for f in fits if f[0] >= floor]
+    if not band:
+        return None
+    _, _, combo = min(band, key=lambda f: (round(f[1], 9), -f[0], -sum(f[2])))
     return dict(zip(layers, combo))
 
 
@@ -119,8 +130,9 @@ def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework
                     limit: int = 200_000) -> dict[str, int]:
     """Counts of `layers` (the others kept whole), each at the end of one of its measured stairs or on its lowest
     stair, within the budget and within `slack` of the most MACs it allows: the lowest stair-read predicted latency
-    (ties: more MACs, then more channels). A layer coupled to others (a residual add) is chosen with them, on the
-    group's stairs, and every member gets its count. Every combination is priced without surgery (`Pricer`); the
+    (ties: more MACs, then more channels); when no such combination lands within `slack` of the most MACs any
+    counts take under the budget, any counts. A layer coupled to others (a residual add) is chosen with them, on
+    the group's stairs, and every member gets its count. Every combination is priced without surgery (`Pricer`); the
     choice is then cut for real and its MACs checked."""
     from edgeprune.models.measure import measure
     from edgeprune.pruning.api import apply_keep
@@ -145,8 +157,15 @@ def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework
         return {m: chosen[u[0]] for u in units for m in u}
 
     leaders = [u[0] for u in units]
-    chosen = best_within(lambda c: priced(spread(c)), leaders, [options(u) for u in units], macs_budget, slack,
-                         limit)
+    price = lambda c: priced(spread(c))  # noqa: E731
+    every = [list(range(1, full[u[0]][1] + 1)) for u in units]
+    reach = None  # the most MACs ANY counts take within the budget, when few enough to price them all
+    if np.prod([len(o) for o in every], dtype=np.int64) <= limit:
+        reach = max((f[0] for f in _fits(price, leaders, every, macs_budget, limit)), default=None)
+    floor = None if reach is None else (1 - slack) * reach
+    chosen = best_within(price, leaders, [options(u) for u in units], macs_budget, slack, limit, floor)
+    if chosen is None and reach is not None:  # no stair end lands near the budget (a lowest stair of one count)
+        chosen = best_within(price, leaders, every, macs_budget, slack, limit)
     if chosen is None:
         raise EdgepruneError(f"no counts of {layers} on the measured stairs fit {macs_budget:,.0f} MACs")
     counts = spread(chosen)
