@@ -105,7 +105,12 @@ def best_within(priced: Callable[[dict[str, int]], tuple[float, float]], layers:
     """Among the combinations of `options` (one list of counts per layer) within the budget and within `slack` of
     the most MACs they allow (or at least `floor_macs`), the lowest predicted latency (ties: more MACs, then more
     channels); None if none fit."""
-    fits = _fits(priced, layers, options, macs_budget, limit)
+    return _pick(_fits(priced, layers, options, macs_budget, limit), layers, slack, floor_macs)
+
+
+def _pick(fits: list[tuple[float, float, tuple[int, ...]]], layers: list[str], slack: float,
+          floor_macs: float | None) -> dict[str, int] | None:
+    """`best_within`'s choice among priced combinations (`_fits`)."""
     if not fits:
         return None
     floor = (1 - slack) * max(f[0] for f in fits) if floor_macs is None else floor_macs
@@ -159,13 +164,13 @@ def counts_for_macs(table: dict[str, Any], precision: str, model: Any, framework
     leaders = [u[0] for u in units]
     price = lambda c: priced(spread(c))  # noqa: E731
     every = [list(range(1, full[u[0]][1] + 1)) for u in units]
-    reach = None  # the most MACs ANY counts take within the budget, when few enough to price them all
+    anywhere = []  # every combination of ANY counts within the budget, when few enough to price them all
     if np.prod([len(o) for o in every], dtype=np.int64) <= limit:
-        reach = max((f[0] for f in _fits(price, leaders, every, macs_budget, limit)), default=None)
-    floor = None if reach is None else (1 - slack) * reach
+        anywhere = _fits(price, leaders, every, macs_budget, limit)
+    floor = (1 - slack) * max(f[0] for f in anywhere) if anywhere else None
     chosen = best_within(price, leaders, [options(u) for u in units], macs_budget, slack, limit, floor)
-    if chosen is None and reach is not None:  # no stair end lands near the budget (a lowest stair of one count)
-        chosen = best_within(price, leaders, every, macs_budget, slack, limit)
+    if chosen is None:  # no stair end lands near the budget (a lowest stair of one count): any counts
+        chosen = _pick(anywhere, leaders, slack, None)
     if chosen is None:
         raise EdgepruneError(f"no counts of {layers} on the measured stairs fit {macs_budget:,.0f} MACs")
     counts = spread(chosen)
